@@ -1,0 +1,5 @@
+"""The unified database ``pipeline.sqlite3``: ORM classes, engine and migrations."""
+
+from engine.db.database import Database, HEAD_REVISION_UNKNOWN
+
+__all__ = ["Database", "HEAD_REVISION_UNKNOWN"]

@@ -1,0 +1,292 @@
+"""The one settings class of contimg.
+
+Layers, lowest first: built-in defaults < the TOML config file
+(``$XDG_CONFIG_HOME/contimg/config.toml``) < ``CONTIMG_*`` environment variables
+< command-line flags. Every error names the key and where it came from, so an
+operator at the telescope can fix it without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from engine.errors import ConfigError
+
+_FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("contimg_file_values", default={})
+
+DATA_SUBDIRS = ("incoming", "ms", "caltables", "images", "exports", "backups", "notebooks", "logs")
+
+
+def xdg_config_home() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+
+
+def xdg_data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+
+
+def default_config_file() -> Path:
+    return xdg_config_home() / "contimg" / "config.toml"
+
+
+def default_data_dir() -> Path:
+    return xdg_data_home() / "contimg"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ApiSettings(_Section):
+    """The embedded REST server."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    enabled: bool = True
+    anonymous_reads: Literal["loopback", "always", "never"] = "loopback"
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    dashboard_dir: Path | None = None
+    access_token_ttl_s: int = Field(3600, ge=60)
+    refresh_token_ttl_s: int = Field(7 * 86400, ge=300)
+
+
+class EngineSettings(_Section):
+    """The processing engine and its job queue."""
+
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, le=256)
+    poll_interval_s: float = Field(1.0, gt=0)
+    lease_s: float = Field(120.0, ge=5)
+    heartbeat_s: float = Field(20.0, gt=0)
+    recover_interval_s: float = Field(30.0, gt=0)
+    start_paused: bool = False
+    max_attempts: int = Field(3, ge=1, le=50)
+    retry_base_s: float = Field(30.0, ge=0)
+    retry_max_s: float = Field(300.0, ge=0)
+    stage_concurrency: dict[str, int] = Field(
+        default_factory=lambda: {"convert": 2, "calibrate": 1, "image": 1, "measure": 2}
+    )
+    shutdown_grace_s: float = Field(10.0, ge=0)
+
+
+class IngestSettings(_Section):
+    """Watching ``incoming/`` and grouping subbands."""
+
+    enabled: bool = True
+    poll_interval_s: float = Field(5.0, gt=0)
+    stable_s: float = Field(10.0, ge=0)
+    group_tolerance_s: float = Field(60.0, gt=0)
+    incomplete_wait_s: float = Field(600.0, ge=0)
+    min_subbands: int = Field(12, ge=1, le=16)
+
+
+class TuiSettings(_Section):
+    """The terminal console."""
+
+    refresh_s: float = Field(2.0, ge=0.2)
+    theme: str = "textual-dark"
+    keymap: dict[str, str] = Field(default_factory=dict)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_bytes: int = Field(10_000_000, ge=10_000)
+    backups: int = Field(5, ge=0)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The TOML config file layer, read once by load_settings."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _FILE_VALUES.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get())
+
+
+class Settings(BaseSettings):
+    """Effective configuration of one contimg process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONTIMG_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    read_only: bool = False
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    tui: TuiSettings = Field(default_factory=TuiSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    # Set by load_settings; not a configurable key.
+    _config_file: Path | None = None
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: CLI (init) > environment > config file.
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    # ---- paths -------------------------------------------------------------
+    @property
+    def config_file(self) -> Path | None:
+        return self._config_file
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "pipeline.sqlite3"
+
+    def subdir(self, name: str) -> Path:
+        if name not in DATA_SUBDIRS:
+            raise KeyError(name)
+        return self.data_dir / name
+
+    @property
+    def incoming_dir(self) -> Path:
+        return self.subdir("incoming")
+
+    @property
+    def ms_dir(self) -> Path:
+        return self.subdir("ms")
+
+    @property
+    def caltables_dir(self) -> Path:
+        return self.subdir("caltables")
+
+    @property
+    def images_dir(self) -> Path:
+        return self.subdir("images")
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.subdir("exports")
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.subdir("backups")
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.subdir("notebooks")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.subdir("logs")
+
+    def paths(self) -> dict[str, Path]:
+        out = {"data_dir": self.data_dir, "database": self.db_path}
+        out.update({name: self.subdir(name) for name in DATA_SUBDIRS})
+        return out
+
+    def ensure_dirs(self) -> None:
+        """Create the data dir tree; an unwritable location is a ConfigError, not a traceback."""
+        try:
+            for path in [self.data_dir, *(self.subdir(n) for n in DATA_SUBDIRS)]:
+                path.mkdir(parents=True, exist_ok=True)
+            probe = self.data_dir / ".write-probe"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"data_dir {self.data_dir} is not writable: {exc.strerror or exc}"
+            ) from None
+
+
+def _has_key(tree: dict[str, Any], loc: tuple[Any, ...]) -> bool:
+    node: Any = tree
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            value = _drop_none(value)
+            if not value:
+                continue
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read: {exc.strerror or exc}") from None
+
+
+def load_settings(
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Build the effective settings from every layer.
+
+    ``config_file`` None means the XDG default (or ``CONTIMG_CONFIG``), which may
+    be absent; an explicitly named file must exist. ``overrides`` are CLI values
+    (nested dicts, ``None`` values ignored).
+    """
+    explicit = config_file is not None or "CONTIMG_CONFIG" in os.environ
+    path = Path(config_file or os.environ.get("CONTIMG_CONFIG") or default_config_file())
+    path = path.expanduser()
+    file_values: dict[str, Any] = {}
+    if path.exists():
+        file_values = read_config_file(path)
+    elif explicit:
+        raise ConfigError(f"config file {path} does not exist")
+
+    cli = _drop_none(overrides or {})
+    token = _FILE_VALUES.set(file_values)
+    try:
+        settings = Settings(**cli)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        env_names = {"CONTIMG_" + "__".join(str(p).upper() for p in loc[:n]) for n in range(1, len(loc) + 1)}
+        env_hit = sorted(k for k in os.environ if k.upper() in env_names)
+        if _has_key(cli, loc):
+            where = "command-line option"
+        elif env_hit:
+            where = f"environment {env_hit[-1]}"
+        elif _has_key(file_values, loc):
+            where = f"config file {path}"
+        else:
+            where = "settings"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise ConfigError(f"{where}: {key}: {msg}") from None
+    finally:
+        _FILE_VALUES.reset(token)
+    settings._config_file = path if path.exists() else None
+    return settings
