@@ -1,0 +1,56 @@
+"""Build the aiohttp application: middlewares, routes from every module, OpenAPI."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from contimg_console import __version__
+from contimg_console.api import health
+from contimg_console.api.auth import make_authorizer
+from contimg_console.api.errors import error_middleware
+from contimg_console.api.routing import Router
+
+if TYPE_CHECKING:
+    from contimg_console.runtime import Runtime
+
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
+
+
+def all_routers() -> list[Router]:
+    return [health.router, _meta]
+
+
+_meta = Router()
+
+
+@_meta.route("GET", "/api/openapi.json", summary="This API's OpenAPI 3.1 document", role="public",
+             response={"type": "object"}, tags=("meta",))
+async def get_openapi(request: web.Request) -> dict[str, Any]:
+    return request.app["openapi"]
+
+
+def openapi_document() -> dict[str, Any]:
+    combined = Router()
+    for r in all_routers():
+        combined.routes.extend(r.routes)
+    return combined.openapi(
+        title="contimg REST API", version=__version__,
+        description="The API of the DSA-110 continuum imaging console, consumed by the web dashboard.",
+    )
+
+
+def build_app(runtime: Runtime) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=runtime.settings.api.max_body_bytes)
+    app["runtime"] = runtime
+    authorize = make_authorizer(runtime)
+    for r in all_routers():
+        r.install(app, authorize)
+    app["openapi"] = openapi_document()
+    return app
+
+
+def access_logger() -> logging.Logger:
+    return logging.getLogger("contimg.access")

@@ -1,0 +1,270 @@
+"""The ``contimg`` command line.
+
+``contimg`` alone opens the console (TUI + engine + scheduler + REST on one loop);
+``contimg serve`` runs the same runtime headless for systemd. Errors in config,
+data dir or ports end in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError, ContimgError
+from engine.settings import Settings, load_settings
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="contimg", description="DSA-110 continuum imaging console")
+    p.add_argument("--data-dir", type=Path, help="data directory (default ~/.local/share/contimg)")
+    p.add_argument("--config", type=Path, help="config file (default ~/.config/contimg/config.toml)")
+    p.add_argument("--host", help="REST bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="REST port (default 8000)")
+    p.add_argument("--read-only", action="store_true", default=None, help="no processing, no writes from the console")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command")
+
+    sub.add_parser("console", help="open the terminal console (the default)")
+
+    serve = sub.add_parser("serve", help="run engine, scheduler and REST headless (for systemd)")
+    serve.add_argument("--host", dest="serve_host")
+    serve.add_argument("--port", dest="serve_port", type=int)
+    serve.add_argument("--dashboard", type=Path, help="serve a built dashboard's static files at /")
+
+    config = sub.add_parser("config", help="configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="print the effective config and every path")
+    show.add_argument("--json", action="store_true")
+
+    db = sub.add_parser("db", help="database migrations")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="migrate pipeline.sqlite3 to the newest revision")
+    db_sub.add_parser("current", help="show the database's revision")
+
+    status = sub.add_parser("status", help="pipeline state counts, leases and failures")
+    status.add_argument("--json", action="store_true")
+
+    user = sub.add_parser("user", help="dashboard users")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="add a user (password read from stdin or prompted)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    user_sub.add_parser("list", help="list users")
+
+    token = sub.add_parser("token", help="API tokens for scripts")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create a token (printed once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
+    create.add_argument("--user", help="owner (default: a user named after the token, created with that role)")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    host = getattr(args, "serve_host", None) or args.host
+    port = getattr(args, "serve_port", None) or args.port
+    overrides: dict[str, Any] = {
+        "data_dir": args.data_dir,
+        "read_only": args.read_only,
+        "api": {"host": host, "port": port, "dashboard_dir": getattr(args, "dashboard", None)},
+        "logging": {"level": args.log_level},
+    }
+    return load_settings(args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        command = args.command or "console"
+        handler = _COMMANDS[command]
+        return handler(settings, args) or 0
+    except ConfigError as exc:
+        print(f"contimg: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ContimgError as exc:
+        print(f"contimg: error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return 130
+
+
+# ---- commands ------------------------------------------------------------------
+def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_console(settings))
+
+
+async def _console(settings: Settings) -> int:
+    from contimg_console.app import ContimgApp
+    from contimg_console.runtime import Runtime
+
+    runtime = Runtime(settings)
+    await runtime.start()  # fails with one line before the screen takes over
+    try:
+        app = ContimgApp(runtime.services, status=runtime.status, refresh_interval=settings.tui.refresh_s,
+                         read_only=settings.read_only, keymap=settings.tui.keymap, theme=settings.tui.theme)
+        await app.run_async()
+    finally:
+        await runtime.stop()
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    from contimg_console.runtime import Runtime
+
+    runtime = Runtime(settings, console_log=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.start()
+        print(f"contimg serving REST at {runtime.api_url} (data dir {settings.data_dir})", file=sys.stderr,
+              flush=True)
+        await stop.wait()
+    finally:
+        await runtime.stop()
+    return 0
+
+
+def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    data = settings.model_dump(mode="json")
+    data["config_file"] = str(settings.config_file) if settings.config_file else None
+    paths = {k: str(v) for k, v in settings.paths().items()}
+    if args.json:
+        print(json.dumps({"settings": data, "paths": paths}, indent=2))
+        return 0
+    print(f"config file: {data.pop('config_file') or '(none; defaults, env and flags only)'}")
+    for key, value in _flatten(data):
+        print(f"{key} = {json.dumps(value)}")
+    print("\npaths:")
+    for key, value in paths.items():
+        print(f"  {key:<10} {value}")
+    return 0
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) and key not in (
+                "keymap", "stage_concurrency"):
+            out.extend(_flatten(value, name + "."))
+        else:
+            out.append((name, value))
+    return out
+
+
+def _database(settings: Settings):  # type: ignore[no-untyped-def]
+    from engine.db import Database
+
+    settings.ensure_dirs()
+    return Database(settings.db_path)
+
+
+def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    db = _database(settings)
+    if args.db_command == "upgrade":
+        before = db.current_revision()
+        db.upgrade()
+        print(f"{settings.db_path}: {before} → {db.current_revision()} (head)")
+    else:
+        rev, head = db.current_revision(), db.head_revision()
+        print(f"{settings.db_path}: revision {rev}" + (" (head)" if rev == head else f" (head is {head})"))
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.processing.status import pipeline_status
+
+    db = _database(settings)
+    db.upgrade()
+    report = pipeline_status(db)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    print(f"engine: {'PAUSED' if report['paused'] else 'not paused'}")
+    print("groups by state:" + ("" if report["groups"] else " none"))
+    for state, n in report["groups"].items():
+        print(f"  {state:<24} {n}")
+    print("jobs by state:" + ("" if report["jobs"] else " none"))
+    for state, n in report["jobs"].items():
+        print(f"  {state:<24} {n}")
+    print(f"leases held: {len(report['leases'])}")
+    for lease in report["leases"]:
+        print(f"  {lease['id']} {lease['type']} group {lease['group_id']} by {lease['claimed_by']} "
+              f"until {lease['lease_until']}")
+    print(f"failed jobs: {len(report['failed'])}")
+    for job in report["failed"]:
+        print(f"  {job['id']} {job['type']} group {job['group_id']} after {job['attempts']} attempts: {job['error']}")
+    return 0
+
+
+def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.auth import Accounts
+
+    db = _database(settings)
+    db.upgrade()
+    accounts = Accounts(db)
+    if args.user_command == "list":
+        for u in accounts.list_users():
+            print(f"{u['username']:<24} {u['role']:<9} {'disabled' if u['disabled'] else ''}")
+        return 0
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"password for {args.name}: ")
+    if len(password) < 8:
+        raise ContimgError("password must have at least 8 characters")
+    accounts.add_user(args.name, password, args.role)
+    print(f"user {args.name} added with role {args.role}")
+    return 0
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.auth import Accounts, AuthError
+
+    db = _database(settings)
+    db.upgrade()
+    accounts = Accounts(db)
+    owner = args.user or args.name
+    try:
+        secret = accounts.create_token(owner, args.name, args.role)
+    except AuthError:
+        if args.user:
+            raise
+        accounts.add_user(owner, None, args.role)  # a script identity: no password, token only
+        secret = accounts.create_token(owner, args.name, args.role)
+    print(secret)
+    print(f"(token {args.name!r} for user {owner!r}, role {args.role}; shown once, store it now)", file=sys.stderr)
+    return 0
+
+
+_COMMANDS = {
+    "console": cmd_console,
+    "serve": cmd_serve,
+    "config": cmd_config,
+    "db": cmd_db,
+    "status": cmd_status,
+    "user": cmd_user,
+    "token": cmd_token,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

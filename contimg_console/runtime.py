@@ -1,0 +1,151 @@
+"""The Runtime: one object that starts and stops every service on one asyncio loop.
+
+Start order: data dir and logging → database (migrated to head) → event bus →
+processing engine → APScheduler → REST server (AppRunner + TCPSite, never
+``web.run_app``). Stop runs in reverse. The TUI and headless ``contimg serve``
+both drive the same Runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from typing import Any
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from engine.auth import Accounts
+from engine.db import Database
+from engine.errors import ConfigError, ContimgError
+from engine.events import EventBus
+from engine.logs import RingBufferHandler, get_logger, setup_logging
+from engine.processing.engine import Engine
+from engine.services import Services
+from engine.settings import Settings
+
+log = get_logger("runtime")
+
+
+class StartupError(ContimgError):
+    """A service could not start (port in use, database unreadable, ...)."""
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, with_api: bool = True, console_log: bool = False) -> None:
+        self.settings = settings
+        self.with_api = with_api and settings.api.enabled
+        self.console_log = console_log
+        self.db = Database(settings.db_path)
+        self.bus = EventBus()
+        self.services = Services(self.db)
+        self.accounts = Accounts(self.db)
+        self.engine = Engine(settings, self.db, self.bus)
+        self.scheduler: AsyncIOScheduler | None = None
+        self.log_ring: RingBufferHandler | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.api_url: str | None = None
+        self.started = False
+
+    # ---- lifecycle --------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        s.ensure_dirs()
+        self.log_ring = setup_logging(s.logs_dir, s.logging.level, s.logging.max_bytes, s.logging.backups,
+                                      console=self.console_log)
+        try:
+            await asyncio.to_thread(self.db.upgrade)
+        except Exception as exc:
+            raise StartupError(f"database {s.db_path}: {exc}") from None
+        log.info("database ready", extra={"path": str(s.db_path), "revision": self.db.current_revision()})
+        if self.with_api:  # bind first: a busy port fails before any work starts
+            await self._start_api()
+        if not s.read_only:
+            await self.engine.start()
+        self.scheduler = AsyncIOScheduler(timezone="UTC", job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": 300})
+        self.scheduler.start()
+        self.started = True
+        log.info("runtime started", extra={"api": self.api_url, "read_only": s.read_only})
+
+    async def _start_api(self) -> None:
+        from contimg_console.api.app import ACCESS_LOG_FORMAT, access_logger, build_app
+
+        app = build_app(self)
+        self._runner = web.AppRunner(app, access_log=access_logger(), access_log_format=ACCESS_LOG_FORMAT,
+                                     handle_signals=False)
+        await self._runner.setup()
+        host, port = self.settings.api.host, self.settings.api.port
+        self._site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        try:
+            await self._site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(f"cannot serve REST on {host}:{port}: address already in use "
+                                   f"(choose another with --port)") from None
+            raise StartupError(f"cannot serve REST on {host}:{port}: {exc.strerror or exc}") from None
+        sockets = self._site._server.sockets if self._site._server else []  # type: ignore[union-attr]
+        bound = sockets[0].getsockname()[1] if sockets else port
+        self.api_url = f"http://{host}:{bound}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            self._site = None
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        await self.engine.stop()
+        self.db.dispose()
+        if self.started:
+            log.info("runtime stopped")
+        self.started = False
+
+    # ---- status -----------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Cheap, non-blocking summary for the TUI header."""
+        return {
+            "engine": self.engine.state_label(),
+            "scheduler": "running" if self.scheduler and self.scheduler.running else "stopped",
+            "rest": self.api_url or ("disabled" if not self.with_api else "stopped"),
+            "read_only": self.settings.read_only,
+        }
+
+    async def health_components(self) -> dict[str, dict[str, Any]]:
+        def db_check() -> dict[str, Any]:
+            try:
+                rev = self.db.current_revision()
+                head = self.db.head_revision()
+                ok = rev == head
+                return {"status": "healthy" if ok else "degraded",
+                        "message": f"revision {rev}" + ("" if ok else f" (head is {head})"),
+                        "details": {"path": str(self.db.path), "revision": rev}}
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                return {"status": "degraded", "message": f"database error: {exc}", "details": {}}
+
+        db = await asyncio.to_thread(db_check)
+        eng = self.engine.status()
+        return {
+            "database": db,
+            "engine": {"status": "healthy" if eng["running"] else ("degraded" if not self.settings.read_only
+                                                                     else "stopped"),
+                       "message": self.engine.state_label(), "details": eng},
+            "scheduler": {"status": "healthy" if self.scheduler and self.scheduler.running else "degraded",
+                          "message": f"{len(self.scheduler.get_jobs()) if self.scheduler else 0} scheduled jobs",
+                          "details": {}},
+        }
+
+
+def check_settings(settings: Settings) -> None:
+    """Fail early, with one line, on a data dir we cannot write."""
+    try:
+        settings.ensure_dirs()
+    except ConfigError:
+        raise
+
+
+logging.getLogger("aiohttp.access").propagate = False

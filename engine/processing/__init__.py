@@ -1,0 +1,1 @@
+"""Processing: the group state machine, the SQLite job queue and the async engine."""

@@ -1,0 +1,413 @@
+"""The async processing engine: claims jobs, runs stages in a process pool, never blocks the loop.
+
+One claim loop per process; each claimed job runs as an asyncio task that sends
+the CPU-heavy stage to a ``ProcessPoolExecutor`` and renews its lease by
+heartbeat. All database work runs in threads (``asyncio.to_thread``). Errors are
+classified: permanent ones fail the group at once with the reason, transient ones
+are retried with exponential backoff and jitter (tenacity's wait strategy) until
+the job's attempts are spent. Expired leases are recovered at start-up and
+periodically, so a killed process never leaves a job or a group stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import socket
+import sqlite3
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy.exc
+import tenacity
+
+
+from engine import events
+from engine.db import Database
+from engine.db import models as m
+from engine.errors import PermanentStageError, StateError, TransientStageError
+from engine.events import EventBus
+from engine.logs import get_logger
+from engine.processing import states
+from engine.processing.queue import FAILED, RUNNING, SUCCEEDED, JobQueue, JobView, now
+from engine.processing.stages import Stage, StageRegistry, run_in_worker
+from engine.processing.transitions import transition
+
+log = get_logger("engine")
+PAUSE_KEY = "engine.paused"
+CALIBRATOR_PRIORITY = 10
+TARGET_PRIORITY = 100
+
+
+def classify(exc: BaseException) -> str:
+    """``permanent`` or ``transient``: decides between failing now and retrying later."""
+    if isinstance(exc, PermanentStageError):
+        return "permanent"
+    if isinstance(exc, (TransientStageError, OSError, BrokenProcessPool, TimeoutError, sqlite3.OperationalError,
+                        sqlalchemy.exc.OperationalError)):
+        return "transient"
+    return "transient"
+
+
+def backoff_s(attempt: int, base: float, cap: float) -> float:
+    """Delay before attempt ``attempt + 1``: exponential from ``base`` up to ``cap``, with jitter."""
+    wait = tenacity.wait_exponential_jitter(initial=base, max=cap, jitter=base / 2 if base else 0)
+    state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = max(1, attempt)
+    return float(wait(state))
+
+
+class Engine:
+    def __init__(self, settings: Any, db: Database, bus: EventBus, registry: StageRegistry | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.bus = bus
+        self.queue = JobQueue(db)
+        if registry is None:
+            from engine.processing.pipeline import default_registry
+            registry = default_registry()
+        self.registry = registry
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self) % 10000}"
+        self._pool: ProcessPoolExecutor | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._recover_task: asyncio.Task[None] | None = None
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._per_stage: dict[str, int] = {}
+        self._stopping = False
+        self._paused = False
+        self._wake = asyncio.Event()
+        self.started = False
+
+    # ---- lifecycle -------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.settings.engine
+        self._paused = await asyncio.to_thread(self._read_paused, cfg.start_paused)
+        await asyncio.to_thread(self._register_worker)
+        recovered = await asyncio.to_thread(self.recover)
+        if recovered:
+            log.warning("recovered %d jobs with expired leases at start-up", recovered)
+        self._pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn"))
+        self._stopping = False
+        self._loop_task = asyncio.create_task(self._claim_loop(), name="engine-claim")
+        self._recover_task = asyncio.create_task(self._recover_loop(), name="engine-recover")
+        self.started = True
+        log.info("engine started", extra={"worker": self.worker_id, "workers": cfg.workers, "paused": self._paused,
+                                          "stages": self.registry.types()})
+
+    async def stop(self) -> None:
+        """Drain: stop claiming, let running jobs finish within the grace period, release the rest."""
+        if not self.started:
+            return
+        self._stopping = True
+        self._wake.set()
+        for task in (self._loop_task, self._recover_task):
+            if task:
+                task.cancel()
+        if self._running:
+            done, pending = await asyncio.wait(list(self._running.values()),
+                                               timeout=self.settings.engine.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+        if self._pool is not None:
+            procs = list((getattr(self._pool, "_processes", None) or {}).values())
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                if proc.is_alive():
+                    proc.terminate()
+            self._pool = None
+        await asyncio.to_thread(self._unregister_worker)
+        self.started = False
+        log.info("engine stopped")
+
+    # ---- control ---------------------------------------------------------
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def pause(self) -> None:
+        self._paused = True
+        await asyncio.to_thread(self._write_paused, True)
+        self.bus.publish(events.ENGINE_PAUSED)
+
+    async def resume(self) -> None:
+        self._paused = False
+        await asyncio.to_thread(self._write_paused, False)
+        self._wake.set()
+        self.bus.publish(events.ENGINE_RESUMED)
+
+    def poke(self) -> None:
+        """New work may be ready: skip the rest of the poll interval."""
+        self._wake.set()
+
+    def state_label(self) -> str:
+        if not self.started:
+            return "stopped"
+        if self._paused:
+            return f"paused ({len(self._running)} running)"
+        return f"running {len(self._running)}/{self.settings.engine.workers}"
+
+    def status(self) -> dict[str, Any]:
+        return {"running": self.started, "paused": self._paused, "worker_id": self.worker_id,
+                "active_jobs": sorted(self._running), "workers": self.settings.engine.workers,
+                "stages": self.registry.types()}
+
+    # ---- persistence helpers (threads) ------------------------------------
+    def _read_paused(self, default: bool) -> bool:
+        with self.db.session() as s:
+            row = s.get(m.KeyValue, PAUSE_KEY)
+            if row is None:
+                return default
+            return bool(row.value.get("paused", False)) or default
+
+    def _write_paused(self, paused: bool) -> None:
+        with self.db.session() as s:
+            row = s.get(m.KeyValue, PAUSE_KEY)
+            if row is None:
+                s.add(m.KeyValue(key=PAUSE_KEY, value={"paused": paused}))
+            else:
+                row.value = {"paused": paused}
+
+    def _register_worker(self) -> None:
+        with self.db.session() as s:
+            w = s.get(m.Worker, self.worker_id)
+            if w is None:
+                s.add(m.Worker(id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid()))
+            else:
+                w.last_seen, w.stopped_at = now(), None
+
+    def _unregister_worker(self) -> None:
+        with self.db.session() as s:
+            w = s.get(m.Worker, self.worker_id)
+            if w is not None:
+                w.stopped_at, w.current_job_id = now(), None
+
+    def _touch_worker(self, current: str | None, finished: bool = False) -> None:
+        with self.db.session() as s:
+            w = s.get(m.Worker, self.worker_id)
+            if w is not None:
+                w.last_seen, w.current_job_id = now(), current
+                if finished:
+                    w.task_count += 1
+
+    # ---- recovery ----------------------------------------------------------
+    def recover(self) -> int:
+        """Return expired-lease jobs to the queue (or fail them when attempts are spent)."""
+        count = 0
+        with self.db.session() as s:
+            for job in self.queue.expired(s):
+                count += 1
+                spent = job.attempts >= job.max_attempts
+                reason = f"lease held by {job.claimed_by} expired"
+                group = s.get(m.ObservationGroup, job.group_id) if job.group_id else None
+                stage = self.registry.get(job.type)
+                if group is not None and stage is not None and group.state == stage.working:
+                    target = states.FAILED if spent else stage.start
+                    transition(s, group.id, stage.working, target, reason=reason, worker=job.claimed_by,
+                               attempt=job.attempts, job_id=job.id,
+                               error=f"{reason} after {job.attempts} attempts" if spent else None)
+                job.claimed_by, job.lease_until = None, None
+                if spent:
+                    job.state, job.finished_at = FAILED, now()
+                    job.error, job.error_kind = f"{reason} after {job.attempts} attempts", "lease"
+                else:
+                    job.state, job.run_after, job.error, job.error_kind = "queued", now(), reason, "lease"
+        return count
+
+    async def _recover_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.settings.engine.recover_interval_s)
+            try:
+                n = await asyncio.to_thread(self.recover)
+                if n:
+                    log.warning("recovered %d jobs with expired leases", n)
+                    self._wake.set()
+            except Exception:  # noqa: BLE001 - keep recovering
+                log.exception("lease recovery failed")
+
+    # ---- claiming -------------------------------------------------------------
+    def _claimable_types(self) -> list[str]:
+        caps = self.settings.engine.stage_concurrency
+        return [t for t in self.registry.types() if self._per_stage.get(t, 0) < caps.get(t, self.settings.engine.workers)]
+
+    async def _claim_loop(self) -> None:
+        cfg = self.settings.engine
+        while not self._stopping:
+            claimed = None
+            if not self._paused and len(self._running) < cfg.workers:
+                types = self._claimable_types()
+                try:
+                    claimed = await asyncio.to_thread(self.queue.claim, self.worker_id, types, cfg.lease_s)
+                except Exception:  # noqa: BLE001 - DB hiccup: log and retry next tick
+                    log.exception("claim failed")
+            if claimed is not None:
+                self._per_stage[claimed.type] = self._per_stage.get(claimed.type, 0) + 1
+                task = asyncio.create_task(self._run_job(claimed), name=f"job-{claimed.id}")
+                self._running[claimed.id] = task
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=cfg.poll_interval_s)
+            except TimeoutError:
+                pass
+
+    # ---- running one job -------------------------------------------------------
+    async def _run_job(self, job: JobView) -> None:
+        stage = self.registry.get(job.type)
+        try:
+            assert stage is not None, f"no stage for job type {job.type}"
+            params = await asyncio.to_thread(self._begin, job, stage)
+            if params is None:
+                return
+            self.bus.publish(events.JOB_STARTED, job_id=job.id, job_type=job.type, group_id=job.group_id,
+                             attempt=job.attempts)
+            await asyncio.to_thread(self._touch_worker, job.id)
+            outcome = await self._execute(job, stage, params)
+        except asyncio.CancelledError:
+            # Shutdown past the grace period: give the job back without spending the attempt.
+            await asyncio.shield(asyncio.to_thread(self._release, job, stage))
+            raise
+        except _LeaseLost:
+            log.warning("job %s lost its lease; result discarded", job.id)
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded
+            await asyncio.to_thread(self._fail, job, stage, exc)
+        else:
+            await asyncio.to_thread(self._succeed, job, stage, outcome)
+        finally:
+            self._running.pop(job.id, None)
+            self._per_stage[job.type] = max(0, self._per_stage.get(job.type, 1) - 1)
+            self._wake.set()
+            try:
+                await asyncio.to_thread(self._touch_worker, None, True)
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def _execute(self, job: JobView, stage: Stage, params: dict[str, Any]) -> dict[str, Any]:
+        assert self._pool is not None
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, run_in_worker, stage.run, params)
+        hb = self.settings.engine.heartbeat_s
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=hb)
+            if done:
+                return future.result()
+            ok = await asyncio.to_thread(self.queue.heartbeat, job.id, self.worker_id, self.settings.engine.lease_s)
+            if not ok:
+                future.cancel()
+                raise _LeaseLost(job.id)
+
+    def _begin(self, job: JobView, stage: Stage) -> dict[str, Any] | None:
+        with self.db.session() as s:
+            group = s.get(m.ObservationGroup, job.group_id) if job.group_id else None
+            if group is None or group.state != stage.start:
+                found = group.state if group else "missing"
+                msg = f"group {job.group_id} is {found}, stage {stage.job_type} needs {stage.start}"
+                self.queue.finish(s, job.id, self.worker_id, "cancelled", error=msg, error_kind="state")
+                log.warning(msg)
+                return None
+            transition(s, group.id, stage.start, stage.working, reason=f"{stage.job_type} started",
+                       worker=self.worker_id, attempt=job.attempts, job_id=job.id)
+            params = stage.prepare(s, group, self.settings)
+        params.update(_db_path=str(self.db.path), _job_id=job.id, _attempt=job.attempts)
+        return params
+
+    def _succeed(self, job: JobView, stage: Stage, outcome: dict[str, Any]) -> None:
+        try:
+            with self.db.session() as s:
+                group = s.get_one(m.ObservationGroup, job.group_id)
+                stage.record(s, group, outcome, self.settings)
+                transition(s, group.id, stage.working, stage.done, reason=f"{stage.job_type} succeeded",
+                           worker=self.worker_id, attempt=job.attempts, job_id=job.id)
+                self.queue.finish(s, job.id, self.worker_id, SUCCEEDED, outcome=_summarise(outcome))
+                nxt = self._enqueue_next(s, group, stage.done)
+        except Exception as exc:  # recording failed: treat like a stage failure
+            log.exception("recording the outcome of job %s failed", job.id)
+            self._fail(job, stage, exc)
+            return
+        log.info("job %s (%s) succeeded for group %s", job.id, job.type, job.group_id)
+        self.bus.publish(events.JOB_SUCCEEDED, job_id=job.id, job_type=job.type, group_id=job.group_id)
+        self.bus.publish(events.STATE_CHANGED, group_id=job.group_id, state=stage.done, previous=stage.working)
+        if nxt:
+            self._wake.set()
+
+    def _enqueue_next(self, s: Any, group: m.ObservationGroup, state: str) -> str | None:
+        stage = self.registry.next_for(group, state)
+        if stage is None:
+            return None
+        cfg = self.settings.engine
+        return self.queue.enqueue(stage.job_type, group_id=group.id, session=s,
+                                  priority=CALIBRATOR_PRIORITY if group.is_calibrator else group.priority,
+                                  max_attempts=stage.max_attempts or cfg.max_attempts)
+
+    def _fail(self, job: JobView, stage: Stage, exc: BaseException) -> None:
+        kind = classify(exc)
+        message = f"{type(exc).__name__}: {exc}"
+        cfg = self.settings.engine
+        retry = kind == "transient" and job.attempts < job.max_attempts
+        retry_at = now() + timedelta(seconds=backoff_s(job.attempts, cfg.retry_base_s, cfg.retry_max_s)) \
+            if retry else None
+        try:
+            with self.db.session() as s:
+                group = s.get(m.ObservationGroup, job.group_id) if job.group_id else None
+                if group is not None and group.state == stage.working:
+                    if retry:
+                        transition(s, group.id, stage.working, stage.start, worker=self.worker_id,
+                                   attempt=job.attempts, job_id=job.id,
+                                   reason=f"attempt {job.attempts} failed ({kind}); retry at {retry_at:%H:%M:%S}")
+                    else:
+                        transition(s, group.id, stage.working, states.FAILED, worker=self.worker_id,
+                                   attempt=job.attempts, job_id=job.id, reason=message, error=message)
+                self.queue.finish(s, job.id, self.worker_id, FAILED, error=message, error_kind=kind,
+                                  retry_at=retry_at)
+                s.add(m.JobLog(job_id=job.id, level="ERROR",
+                               message=f"attempt {job.attempts} failed: {message}"))
+        except StateError as lost:
+            log.warning("could not record failure of %s: %s", job.id, lost)
+            return
+        if retry:
+            log.warning("job %s attempt %d failed (%s), retrying at %s: %s", job.id, job.attempts, kind,
+                        retry_at, message)
+            self.bus.publish(events.JOB_RETRYING, job_id=job.id, job_type=job.type, group_id=job.group_id,
+                             error=message, retry_at=retry_at.isoformat() if retry_at else None)
+        else:
+            log.error("job %s failed (%s): %s", job.id, kind, message)
+            self.bus.publish(events.JOB_FAILED, job_id=job.id, job_type=job.type, group_id=job.group_id,
+                             error=message, kind=kind)
+            self.bus.publish(events.STATE_CHANGED, group_id=job.group_id, state=states.FAILED,
+                             previous=stage.working)
+
+    def _release(self, job: JobView, stage: Stage) -> None:
+        with self.db.session() as s:
+            group = s.get(m.ObservationGroup, job.group_id) if job.group_id else None
+            if group is not None and group.state == stage.working:
+                transition(s, group.id, stage.working, stage.start, worker=self.worker_id, attempt=job.attempts,
+                           job_id=job.id, reason="released at shutdown")
+        self.queue.release(job.id, self.worker_id, "released at shutdown")
+
+
+class _LeaseLost(Exception):
+    pass
+
+
+def _summarise(outcome: dict[str, Any]) -> dict[str, Any]:
+    """Keep JSON-friendly scalars and small lists of the outcome for the job row."""
+    out: dict[str, Any] = {}
+    for key, value in outcome.items():
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out[key] = value
+        elif isinstance(value, datetime):
+            out[key] = value.isoformat()
+        elif isinstance(value, (list, tuple)) and len(value) <= 64:
+            out[key] = [v if isinstance(v, (str, int, float, bool)) else str(v) for v in value]
+        elif isinstance(value, dict) and len(value) <= 64:
+            out[key] = {str(k): (v if isinstance(v, (str, int, float, bool)) or v is None else str(v))
+                        for k, v in value.items()}
+    return out
+
+
+__all__ = ["Engine", "classify", "backoff_s", "RUNNING"]

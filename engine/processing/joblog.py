@@ -1,0 +1,54 @@
+"""Per-job log capture inside worker processes, written straight to ``job_logs``.
+
+A stage running in the process pool logs through the ordinary ``contimg`` logger;
+this handler copies each record into the database so the TUI and REST can tail a
+job while it runs (SQLite in WAL mode lets the worker write beside the engine).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from collections.abc import Iterator
+
+
+class JobLogHandler(logging.Handler):
+    def __init__(self, db_path: str, job_id: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.conn = sqlite3.connect(db_path, timeout=10)
+        self.conn.execute("PRAGMA busy_timeout=10000")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            at = datetime.fromtimestamp(record.created, UTC).replace(tzinfo=None)
+            with self.conn:
+                self.conn.execute("INSERT INTO job_logs (job_id, at, level, message) VALUES (?, ?, ?, ?)",
+                                  (self.job_id, at.isoformat(sep=" "), record.levelname, record.getMessage()))
+        except Exception:  # pragma: no cover - a log line must never fail a stage
+            self.handleError(record)
+
+    def close(self) -> None:
+        self.conn.close()
+        super().close()
+
+
+@contextmanager
+def capture(db_path: str | None, job_id: str | None) -> Iterator[logging.Logger]:
+    logger = logging.getLogger("contimg.stage")
+    logger.setLevel(logging.INFO)
+    if not db_path or not job_id:
+        yield logger
+        return
+    handler = JobLogHandler(db_path, job_id)
+    root = logging.getLogger("contimg")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield logger
+    finally:
+        root.removeHandler(handler)
+        handler.close()

@@ -1,0 +1,67 @@
+"""The one processing state machine of an observation group (and its MS).
+
+Targets:      pending → converting → converted → calibrating → calibrated → imaging → imaged → measuring → complete
+Calibrators:  converted → solving → calibrated (then as targets)
+A target observed before its calibrator transit waits in ``waiting_for_calibration``
+and goes on to ``calibrating`` when a set registers. Any non-terminal state may go to
+``failed`` or ``cancelled``; an operator retry returns a failed/cancelled group to the
+resting state it last completed; a lost lease returns a working state to the resting
+state it started from. Nothing else is allowed, so no stage can be skipped.
+"""
+
+from __future__ import annotations
+
+PENDING = "pending"
+CONVERTING = "converting"
+CONVERTED = "converted"
+SOLVING = "solving"
+CALIBRATING = "calibrating"
+CALIBRATED = "calibrated"
+IMAGING = "imaging"
+IMAGED = "imaged"
+MEASURING = "measuring"
+COMPLETE = "complete"
+FAILED = "failed"
+CANCELLED = "cancelled"
+WAITING = "waiting_for_calibration"
+
+RESTING = (PENDING, CONVERTED, CALIBRATED, IMAGED, COMPLETE)
+WORKING = {CONVERTING: PENDING, SOLVING: CONVERTED, CALIBRATING: CONVERTED, IMAGING: CALIBRATED, MEASURING: IMAGED}
+TERMINAL = (COMPLETE, FAILED, CANCELLED)
+ALL_STATES = (PENDING, CONVERTING, CONVERTED, SOLVING, CALIBRATING, CALIBRATED, IMAGING, IMAGED, MEASURING,
+              COMPLETE, FAILED, CANCELLED, WAITING)
+
+_FORWARD: dict[str, set[str]] = {
+    PENDING: {CONVERTING},
+    CONVERTING: {CONVERTED},
+    CONVERTED: {CALIBRATING, SOLVING, WAITING},
+    WAITING: {CALIBRATING},
+    SOLVING: {CALIBRATED},
+    CALIBRATING: {CALIBRATED},
+    CALIBRATED: {IMAGING},
+    IMAGING: {IMAGED},
+    IMAGED: {MEASURING},
+    MEASURING: {COMPLETE},
+}
+
+
+def allowed(src: str, dst: str) -> bool:
+    """Whether ``src → dst`` is a legal transition (see module docstring)."""
+    if src not in ALL_STATES or dst not in ALL_STATES:
+        return False
+    if dst in _FORWARD.get(src, set()):
+        return True
+    if dst in (FAILED, CANCELLED) and src not in TERMINAL:
+        return True
+    if WORKING.get(src) == dst:  # lease lost / released: back to where the stage started
+        return True
+    if src == WAITING and dst == CONVERTED:
+        return True
+    if src in (FAILED, CANCELLED) and dst in (PENDING, CONVERTED, CALIBRATED, IMAGED):
+        return True  # operator retry from the last completed resting state
+    return False
+
+
+def resting_before(state: str) -> str:
+    """The resting state from which the work in ``state`` started."""
+    return WORKING.get(state, state)

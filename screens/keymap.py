@@ -1,0 +1,38 @@
+"""One registry of console actions: stable ids feed the bindings, the help screen and the palette.
+
+Operators remap keys in config (``[tui.keymap]`` ``"mode.queue" = "f2"``). Defaults avoid
+keys that tmux, VS Code and macOS take (ctrl+a, ctrl+j, f1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    id: str
+    key: str
+    action: str
+    description: str
+    tooltip: str
+    show: bool = True
+
+
+APP_ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec("mode.queue", "1", "switch_mode('queue')", "Queue", "Observation groups and their processing state"),
+    ActionSpec("mode.calibrations", "2", "switch_mode('calibrations')", "Calibrations",
+               "Calibration sets, validity windows and QA"),
+    ActionSpec("mode.triggers", "3", "switch_mode('triggers')", "Triggers", "Scheduled and event triggers"),
+    ActionSpec("mode.backups", "4", "switch_mode('backups')", "Backups", "Backup history and validation"),
+    ActionSpec("mode.logs", "5", "switch_mode('logs')", "Logs", "Live log of this process"),
+    ActionSpec("app.help", "question_mark", "help", "Help", "List every key binding"),
+    ActionSpec("app.refresh", "r", "refresh_view", "Refresh", "Refresh the current view now"),
+    ActionSpec("app.quit", "ctrl+q", "quit", "Quit", "Stop the console (and its services)"),
+)
+
+
+def bindings() -> list[Binding]:
+    return [Binding(a.key, a.action, a.description, show=a.show, tooltip=a.tooltip, id=a.id) for a in APP_ACTIONS]
