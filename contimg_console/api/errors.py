@@ -97,8 +97,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
                               ref_id=exc.ref_id)
     except StateError as exc:
         return error_response(409, str(exc), code="INVALID_STATE")
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, f"request body too large (limit {exc.max_size} bytes)")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app._client_max_size  # noqa: SLF001 - the configured limit, for the message
+        return error_response(413, f"request body too large (limit {limit} bytes)")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

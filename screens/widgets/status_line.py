@@ -18,12 +18,13 @@ class StatusLine(Static):
     """
 
     def show_status(self, status: dict[str, Any], title: str) -> None:
-        parts = [f"[b]contimg[/b] {title}",
-                 f"engine: {status.get('engine', '?')}",
-                 f"sched: {status.get('scheduler', '?')}",
-                 f"REST: {status.get('rest', '?')}"]
+        rest = str(status.get("rest", "?")).removeprefix("http://")
+        parts = [f"[b]{title}[/b]",
+                 f"engine {status.get('engine', '?')}",
+                 f"sched {status.get('scheduler', '?')}",
+                 f"REST {rest}"]
         if status.get("read_only"):
             parts.append("[b]READ-ONLY[/b]")
         if status.get("demo"):
             parts.append("[b]DEMO[/b]")
-        self.update(" · ".join(parts))
+        self.update(" │ ".join(parts))

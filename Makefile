@@ -1,0 +1,43 @@
+# contimg-console — the two set-up commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP_RUN  := $(VENV)/.installed-run
+STAMP_TEST := $(VENV)/.installed-test
+PYTEST_ARGS ?=
+
+.PHONY: run demo test test-all bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(STAMP_TEST): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(STAMP_RUN)
+
+## Open the console on the default data dir (~/.local/share/contimg).
+run: $(STAMP_RUN)
+	$(BIN)/contimg
+
+## Run the default test suite (everything not marked slow).
+test: $(STAMP_TEST)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Run every test, including the slow soak/chaos/full-size ones.
+test-all: $(STAMP_TEST)
+	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
+
+## Run the benchmarks (each prints its figures and ratios to the reference measured in the same run).
+bench: $(STAMP_TEST)
+	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+lint: $(STAMP_TEST)
+	$(BIN)/lint-imports --config pyproject.toml
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

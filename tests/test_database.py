@@ -1,0 +1,96 @@
+"""The unified database: created at head, upgraded in place, WAL and foreign keys on."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from conftest import contimg_cmd
+from engine.db import Database
+from engine.db import models as m
+
+
+def test_fresh_database_is_at_head(tmp_path: Path) -> None:
+    db = Database(tmp_path / "p.sqlite3")
+    db.upgrade()
+    assert db.current_revision() == db.head_revision() != "none"
+    tables = set(inspect(db.engine).get_table_names())
+    for name in ("hdf5_files", "observation_groups", "measurement_sets", "state_transitions", "jobs",
+                 "calibration_sets", "calibration_tables", "calibrators", "images", "sources", "photometry",
+                 "saved_queries", "backup_history", "pipeline_triggers", "trigger_executions", "export_jobs",
+                 "comments", "ratings", "alert_policies", "alert_silences", "api_tokens", "users"):
+        assert name in tables, name
+
+
+def test_roadmap_columns_exist(db: Database) -> None:
+    cols = {t: {c["name"] for c in inspect(db.engine).get_columns(t)}
+            for t in ("saved_queries", "backup_history", "pipeline_triggers")}
+    assert {"id", "name", "description", "filters", "target_type", "visibility", "created_by", "created_at",
+            "updated_at"} <= cols["saved_queries"]
+    assert {"id", "backup_path", "backup_type", "size_bytes", "created_at", "created_by", "status",
+            "validation_status", "validated_at"} <= cols["backup_history"]
+    assert {"id", "name", "description", "trigger_type", "schedule", "event_pattern", "action", "action_params",
+            "enabled", "created_at", "last_triggered_at"} <= cols["pipeline_triggers"]
+
+
+def test_pragmas(db: Database) -> None:
+    with db.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
+
+
+def test_foreign_keys_are_enforced(db: Database) -> None:
+    with pytest.raises(Exception, match="FOREIGN KEY"):
+        with db.session() as s:
+            s.add(m.JobLog(job_id="no-such-job", message="x"))
+
+
+def test_old_revision_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    old = Database(path)
+    old.upgrade("0001")
+    assert old.current_revision() == "0001"
+    with old.session() as s:
+        s.add(m.ObservationGroup(id="2026-01-01T00:00:00", group_time=datetime(2026, 1, 1, tzinfo=UTC)))
+    assert "saved_queries" not in inspect(old.engine).get_table_names()
+    old.dispose()
+
+    new = Database(path)
+    new.upgrade()
+    assert new.current_revision() == new.head_revision()
+    with new.session() as s:
+        assert s.get(m.ObservationGroup, "2026-01-01T00:00:00") is not None
+    assert "saved_queries" in inspect(new.engine).get_table_names()
+
+
+def test_cli_db_upgrade_and_current(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    up = subprocess.run(contimg_cmd("--data-dir", str(data), "db", "upgrade"), capture_output=True, text=True)
+    assert up.returncode == 0, up.stderr
+    assert "(head)" in up.stdout
+    cur = subprocess.run(contimg_cmd("--data-dir", str(data), "db", "current"), capture_output=True, text=True)
+    assert cur.returncode == 0 and "revision 0002 (head)" in cur.stdout
+
+
+def test_deleted_database_is_recreated(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    for _ in range(2):
+        proc = subprocess.run(contimg_cmd("--data-dir", str(data), "db", "upgrade"), capture_output=True, text=True)
+        assert proc.returncode == 0
+        con = sqlite3.connect(data / "pipeline.sqlite3")
+        assert con.execute("select version_num from alembic_version").fetchone()[0] == "0002"
+        con.close()
+        for suffix in ("", "-wal", "-shm"):
+            (data / f"pipeline.sqlite3{suffix}").unlink(missing_ok=True)
+
+
+def test_naive_datetimes_are_refused(db: Database) -> None:
+    with pytest.raises(Exception, match="naive"):
+        with db.session() as s:
+            s.add(m.ObservationGroup(id="x", group_time=datetime(2026, 1, 1)))

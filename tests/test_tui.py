@@ -1,0 +1,91 @@
+"""Pilot tests of the console shell and snapshot tests of its screens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import aiohttp
+import pytest
+from textual.widgets import DataTable, Static
+
+from contimg_console.app import ContimgApp
+from engine.db import Database
+from engine.db import models as m
+from screens.help import HelpScreen
+from tui_helpers import make_app, settle
+
+MODES = ("queue", "calibrations", "triggers", "backups")
+
+
+async def test_switch_between_screens(db: Database) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert app.current_mode == "queue"
+        for key, mode in zip("2341", ("calibrations", "triggers", "backups", "queue"), strict=True):
+            await pilot.press(key)
+            await settle(pilot)
+            assert app.current_mode == mode
+            empty = app.screen.query_one("#empty", Static)
+            assert empty.display  # proper empty state, not a blank table
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_queue_shows_groups_from_the_database(db: Database) -> None:
+    with db.session() as s:
+        for i, state in enumerate(("pending", "converted", "failed")):
+            s.add(m.ObservationGroup(id=f"2026-11-29T0{i}:00:00", group_time=datetime(2026, 11, 29, i, tzinfo=UTC),
+                                     state=state, n_subbands=16, dec_deg=54.57,
+                                     error="HDF5 truncated" if state == "failed" else None))
+    app = make_app(db)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(DataTable)
+        assert table.row_count == 3
+        assert [table.get_row_at(i)[0] for i in range(3)] == [
+            "2026-11-29T02:00:00", "2026-11-29T01:00:00", "2026-11-29T00:00:00"]
+        assert table.get_row_at(0)[1] == "failed" and "truncated" in table.get_row_at(0)[6]
+        with db.session() as s:
+            s.get_one(m.ObservationGroup, "2026-11-29T00:00:00").state = "converting"
+        app.action_refresh_view()
+        await settle(pilot)
+        assert table.get_row_at(2)[1] == "converting"
+
+
+async def test_rest_answers_while_tui_runs(runtime: object) -> None:
+    """TUI, REST and scheduler share one loop: a REST call during run_test is answered."""
+    rt = runtime
+    app = ContimgApp(rt.services, status=rt.status, refresh_interval=0.5)  # type: ignore[attr-defined]
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(rt.api_url + "/api/health") as resp:  # type: ignore[attr-defined]
+                assert resp.status == 200
+        assert rt.scheduler.running  # type: ignore[attr-defined]
+        assert "REST 127.0.0.1:" in str(app.screen.query_one("#status", Static).render())
+
+
+async def test_keymap_from_config_rebinds(db: Database) -> None:
+    app = make_app(db, keymap={"mode.backups": "b"})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await pilot.pause()
+        assert app.current_mode == "backups"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_snapshot_empty_screens(snap_compare, db: Database, mode: str) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(db)
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(pilot)
+        await pilot.app.switch_mode(mode)
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
