@@ -63,7 +63,7 @@ class EngineSettings(_Section):
 
     workers: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, le=256)
     poll_interval_s: float = Field(1.0, gt=0)
-    lease_s: float = Field(120.0, ge=5)
+    lease_s: float = Field(120.0, ge=1)
     heartbeat_s: float = Field(20.0, gt=0)
     recover_interval_s: float = Field(30.0, gt=0)
     start_paused: bool = False
@@ -74,6 +74,8 @@ class EngineSettings(_Section):
         default_factory=lambda: {"convert": 2, "calibrate": 1, "image": 1, "measure": 2}
     )
     shutdown_grace_s: float = Field(10.0, ge=0)
+    # Dotted path of a function returning the StageRegistry (site plug-ins, test pipelines).
+    registry: str = "engine.processing.pipeline:default_registry"
 
 
 class IngestSettings(_Section):

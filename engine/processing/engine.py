@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlalchemy.exc
 import tenacity
+from sqlalchemy import select
 
 
 from engine import events
@@ -54,7 +55,7 @@ def classify(exc: BaseException) -> str:
 
 def backoff_s(attempt: int, base: float, cap: float) -> float:
     """Delay before attempt ``attempt + 1``: exponential from ``base`` up to ``cap``, with jitter."""
-    wait = tenacity.wait_exponential_jitter(initial=base, max=cap, jitter=base / 2 if base else 0)
+    wait = tenacity.wait_exponential_jitter(multiplier=base, max=cap, jitter=base / 2 if base else 0)
     state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
     state.attempt_number = max(1, attempt)
     return float(wait(state))
@@ -67,8 +68,8 @@ class Engine:
         self.bus = bus
         self.queue = JobQueue(db)
         if registry is None:
-            from engine.processing.pipeline import default_registry
-            registry = default_registry()
+            from engine.processing.stages import resolve
+            registry = resolve(settings.engine.registry)()
         self.registry = registry
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self) % 10000}"
         self._pool: ProcessPoolExecutor | None = None
@@ -89,6 +90,9 @@ class Engine:
         recovered = await asyncio.to_thread(self.recover)
         if recovered:
             log.warning("recovered %d jobs with expired leases at start-up", recovered)
+        queued = await asyncio.to_thread(self.reconcile)
+        if queued:
+            log.info("queued %d jobs for groups waiting in a resting state", queued)
         self._pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn"))
         self._stopping = False
         self._loop_task = asyncio.create_task(self._claim_loop(), name="engine-claim")
@@ -218,11 +222,25 @@ class Engine:
                     job.state, job.run_after, job.error, job.error_kind = "queued", now(), reason, "lease"
         return count
 
+    def reconcile(self) -> int:
+        """Queue the next stage of every group resting without a job (crash between commits, new stage)."""
+        count = 0
+        with self.db.session() as s:
+            busy = select(m.Job.group_id).where(m.Job.state.in_(("queued", RUNNING)), m.Job.group_id.is_not(None))
+            resting = s.scalars(select(m.ObservationGroup).where(
+                m.ObservationGroup.state.in_(states.RESTING), m.ObservationGroup.state != states.COMPLETE,
+                m.ObservationGroup.id.not_in(busy)))
+            for group in resting:
+                if self._enqueue_next(s, group, group.state):
+                    count += 1
+        return count
+
     async def _recover_loop(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.settings.engine.recover_interval_s)
             try:
                 n = await asyncio.to_thread(self.recover)
+                n += await asyncio.to_thread(self.reconcile)
                 if n:
                     log.warning("recovered %d jobs with expired leases", n)
                     self._wake.set()
@@ -238,6 +256,10 @@ class Engine:
         cfg = self.settings.engine
         while not self._stopping:
             claimed = None
+            try:  # the flag may be flipped by another front end (CLI, REST) through the database
+                self._paused = await asyncio.to_thread(self._read_paused, False)
+            except Exception:  # noqa: BLE001
+                log.exception("reading the pause flag failed")
             if not self._paused and len(self._running) < cfg.workers:
                 types = self._claimable_types()
                 try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from engine.db import models as m
@@ -17,6 +17,10 @@ def transition(s: Session, group_id: str, expected: str, new: str, *, reason: st
     """Move ``group_id`` from ``expected`` to ``new`` or raise StateError; runs in the caller's transaction."""
     if not states.allowed(expected, new):
         raise StateError(f"transition {expected} → {new} is not allowed")
+    if expected in (states.FAILED, states.CANCELLED):
+        resume = last_resting(s, group_id)
+        if new != resume:
+            raise StateError(f"group {group_id} can only resume from {resume}, its last completed state")
     values: dict[str, object] = {"state": new, "state_changed_at": now(), "updated_at": now()}
     if new == states.FAILED:
         values["error"] = error or reason
@@ -31,3 +35,13 @@ def transition(s: Session, group_id: str, expected: str, new: str, *, reason: st
         raise StateError(f"group {group_id}: expected state {expected}, found {actual}")
     s.add(m.StateTransition(group_id=group_id, from_state=expected, to_state=new, attempt=attempt, worker=worker,
                             job_id=job_id, reason=reason))
+
+
+def last_resting(s: Session, group_id: str) -> str:
+    """The last resting state the group reached (where a retry resumes)."""
+    rows = s.execute(select(m.StateTransition.to_state).where(m.StateTransition.group_id == group_id)
+                     .order_by(m.StateTransition.id.desc()))
+    for (to_state,) in rows:
+        if to_state in states.RESTING and to_state != states.COMPLETE:
+            return to_state
+    return states.PENDING
