@@ -419,14 +419,15 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
             Wm[t][fl[t]] = 0
         return int(fl.sum()) - before
 
-    for _ in range(max(1, n_rounds)):
-        solve_B()
-        solve_G()
+    # one B/G round, residual-based outlier flagging, then the remaining rounds
+    # (all n_rounds again if outliers were flagged: the first G/B may be biased by them)
+    solve_B()
+    solve_G()
     n_out = residual_pass(flag_outliers=outlier_sigma is not None and outlier_sigma > 0)
-    if n_out:
+    for _ in range(max(1, n_rounds) if n_out else max(0, n_rounds - 1)):
         solve_B()
         solve_G()
-        residual_pass(flag_outliers=False)
+    residual_pass(flag_outliers=False)
 
     sig2 = sigma2[None, None, :]
     bsnr = np.abs(B) * np.sqrt(np.maximum(Bden, 0) / sig2)
