@@ -87,6 +87,8 @@ class IngestSettings(_Section):
     group_tolerance_s: float = Field(60.0, gt=0)
     incomplete_wait_s: float = Field(600.0, ge=0)
     min_subbands: int = Field(12, ge=1, le=16)
+    # How the correlator's unprojected visibilities are phased (real files decide; see engine.convert).
+    convention: Literal["unprojected_w0", "zenith"] = "unprojected_w0"
 
 
 class TuiSettings(_Section):

@@ -56,8 +56,11 @@ def test_old_revision_is_upgraded_in_place(tmp_path: Path) -> None:
     old = Database(path)
     old.upgrade("0001")
     assert old.current_revision() == "0001"
-    with old.session() as s:
-        s.add(m.ObservationGroup(id="2026-01-01T00:00:00", group_time=datetime(2026, 1, 1, tzinfo=UTC)))
+    with old.engine.begin() as conn:  # raw SQL: the ORM describes the newest schema, not 0001's
+        conn.execute(text("INSERT INTO observation_groups (id, group_time, n_subbands, missing_subbands, "
+                          "is_calibrator, state, state_changed_at, priority, warnings, created_at, updated_at) "
+                          "VALUES ('2026-01-01T00:00:00', '2026-01-01 00:00:00', 16, '[]', 0, 'converted', "
+                          "'2026-01-01 00:00:00', 100, '[]', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
     assert "saved_queries" not in inspect(old.engine).get_table_names()
     old.dispose()
 
@@ -65,7 +68,8 @@ def test_old_revision_is_upgraded_in_place(tmp_path: Path) -> None:
     new.upgrade()
     assert new.current_revision() == new.head_revision()
     with new.session() as s:
-        assert s.get(m.ObservationGroup, "2026-01-01T00:00:00") is not None
+        group = s.get_one(m.ObservationGroup, "2026-01-01T00:00:00")
+        assert group.state == "converted" and group.ingest_status == "ready"  # server default filled in
     assert "saved_queries" in inspect(new.engine).get_table_names()
 
 
@@ -75,7 +79,7 @@ def test_cli_db_upgrade_and_current(tmp_path: Path) -> None:
     assert up.returncode == 0, up.stderr
     assert "(head)" in up.stdout
     cur = subprocess.run(contimg_cmd("--data-dir", str(data), "db", "current"), capture_output=True, text=True)
-    assert cur.returncode == 0 and "revision 0002 (head)" in cur.stdout
+    assert cur.returncode == 0 and f"revision {Database.head_revision()} (head)" in cur.stdout
 
 
 def test_deleted_database_is_recreated(tmp_path: Path) -> None:
@@ -84,7 +88,7 @@ def test_deleted_database_is_recreated(tmp_path: Path) -> None:
         proc = subprocess.run(contimg_cmd("--data-dir", str(data), "db", "upgrade"), capture_output=True, text=True)
         assert proc.returncode == 0
         con = sqlite3.connect(data / "pipeline.sqlite3")
-        assert con.execute("select version_num from alembic_version").fetchone()[0] == "0002"
+        assert con.execute("select version_num from alembic_version").fetchone()[0] == Database.head_revision()
         con.close()
         for suffix in ("", "-wal", "-shm"):
             (data / f"pipeline.sqlite3{suffix}").unlink(missing_ok=True)

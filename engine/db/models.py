@@ -88,6 +88,9 @@ class ObservationGroup(Base):
     missing_subbands: Mapped[list[Any]] = mapped_column(default=list)
     is_calibrator: Mapped[bool] = mapped_column(Boolean, default=False)
     calibrator_name: Mapped[str | None] = mapped_column(String(64))
+    # collecting (files still arriving) | ready (handed to the engine) | incomplete (gave up waiting)
+    ingest_status: Mapped[str] = mapped_column(String(16), default="ready", server_default="ready", index=True)
+    ready_at: Mapped[datetime | None]
     state: Mapped[str] = mapped_column(String(32), default="pending", index=True)
     state_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     priority: Mapped[int] = mapped_column(Integer, default=100)

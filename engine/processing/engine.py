@@ -80,11 +80,15 @@ class Engine:
         self._stopping = False
         self._paused = False
         self._wake = asyncio.Event()
+        self._reconcile_requested = False
+        self._event_loop: asyncio.AbstractEventLoop | None = None
         self.started = False
+        bus.on(events.GROUP_READY, self._on_group_ready)
 
     # ---- lifecycle -------------------------------------------------------
     async def start(self) -> None:
         cfg = self.settings.engine
+        self._event_loop = asyncio.get_running_loop()
         self._paused = await asyncio.to_thread(self._read_paused, cfg.start_paused)
         await asyncio.to_thread(self._register_worker)
         recovered = await asyncio.to_thread(self.recover)
@@ -144,9 +148,23 @@ class Engine:
         self._wake.set()
         self.bus.publish(events.ENGINE_RESUMED)
 
+    def _on_group_ready(self, event: dict[str, Any]) -> None:
+        self._reconcile_requested = True
+        self.poke()
+
     def poke(self) -> None:
-        """New work may be ready: skip the rest of the poll interval."""
-        self._wake.set()
+        """New work may be ready: skip the rest of the poll interval (safe from any thread)."""
+        loop = self._event_loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     def state_label(self) -> str:
         if not self.started:
@@ -229,6 +247,7 @@ class Engine:
             busy = select(m.Job.group_id).where(m.Job.state.in_(("queued", RUNNING)), m.Job.group_id.is_not(None))
             resting = s.scalars(select(m.ObservationGroup).where(
                 m.ObservationGroup.state.in_(states.RESTING), m.ObservationGroup.state != states.COMPLETE,
+                m.ObservationGroup.ingest_status == "ready",
                 m.ObservationGroup.id.not_in(busy)))
             for group in resting:
                 if self._enqueue_next(s, group, group.state):
@@ -260,6 +279,12 @@ class Engine:
                 self._paused = await asyncio.to_thread(self._read_paused, False)
             except Exception:  # noqa: BLE001
                 log.exception("reading the pause flag failed")
+            if self._reconcile_requested:
+                self._reconcile_requested = False
+                try:
+                    await asyncio.to_thread(self.reconcile)
+                except Exception:  # noqa: BLE001
+                    log.exception("reconcile failed")
             if not self._paused and len(self._running) < cfg.workers:
                 types = self._claimable_types()
                 try:
