@@ -1,8 +1,9 @@
 """Built-in imager on small synthetic measurement sets.
 
-Convention under test (see engine/imaging/synth.py): V = S exp(-2 pi i (ul +
-vm + w(n-1))/lambda), l towards east; FITS images have RA increasing to the
-left (CDELT1 < 0).
+Convention under test (see engine/imaging/__init__.py, synth.py): V = S exp(+2
+pi i (ul + vm + w(n-1))/lambda) w.r.t. the MS UVW column, l towards east (the
+sign WSClean applies to an MS); FITS images have RA increasing to the left
+(CDELT1 < 0).
 """
 
 import json

@@ -13,10 +13,19 @@ qa        image quality checks (noise, peak, dynamic range, beam).
 pipeline  ``image_ms``: the picklable entry point used by the engine.
 synth     synthetic point-source measurement sets (tests, benchmarks).
 
-Sign and orientation conventions (checked by ``tests/test_imaging.py``):
-the MS convention ``V(u,v,w) = sum_k S_k exp(-2 pi i (u l_k + v m_k +
-w (n_k - 1)))`` with UVW in metres relative to the FIELD PHASE_DIR, ``l``
-towards east (increasing RA), ``m`` towards north.  Images are stored as
+Sign and orientation conventions (checked by ``tests/test_imaging.py`` and,
+where wsclean is installed, ``tests/test_wsclean_backend.py``):
+the visibilities in an MS relate to the sky, with the UVW column (metres,
+relative to FIELD PHASE_DIR), as
+
+    V(u,v,w) = sum_k S_k exp(+2 pi i (u l_k + v m_k + w (n_k - 1)) / lambda)
+
+with ``l`` towards east (increasing RA) and ``m`` towards north.  This is the
+convention WSClean 3.1 (and hence CASA) applies to an MS: a synthetic MS
+written with the opposite sign (the ``exp(-2 pi i ...)`` form often quoted
+for the MS) is imaged by WSClean point-reflected through the phase centre,
+which we verified empirically.  (Equivalently: exp(-2 pi i ...) with UVW
+defined as ANTENNA1 - ANTENNA2 positions.)  Images are stored as
 ``[y, x]`` arrays in FITS order: x = RA axis with CDELT1 < 0 (east to the
 left), y = Dec axis, pixel ``(x, y) = (N/2, N/2)`` (0-based) is the phase
 centre.

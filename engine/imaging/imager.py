@@ -1,10 +1,13 @@
 """Built-in imager: ducc0 wgridder + Clark/Hogbom CLEAN with major cycles.
 
-Orientation: gridding uses ``flip_u=True`` so that ducc0's first image axis
-is the FITS x axis (RA, increasing to the *left*: x = N/2 - l/cell) and its
-second axis is y = N/2 + m/cell.  Arrays returned here are transposed to
-FITS order ``[y, x]``.  ``divide_by_n=False`` in both directions, so a point
-source of flux S (V = S exp(-2 pi i (ul + vm + w(n-1)))) images to a peak S
+Orientation: ducc0 images V = exp(-2 pi i (u l0 + v m0 + w (n0 - 1))) at
+(first axis, second axis) = (N/2 + l0/cell, N/2 + m0/cell).  The MS
+convention (see ``engine.imaging``) has the opposite sign, so we grid with
+``flip_v=True, flip_w=True`` (and not flip_u): ducc0's first image axis is
+then the FITS x axis (RA increasing to the *left*: x = N/2 - l/cell) and its
+second axis y = N/2 + m/cell.  Arrays returned here are transposed to FITS
+order ``[y, x]``.  ``divide_by_n=False`` in both directions, so a point
+source of flux S (V = S exp(+2 pi i (ul + vm + w(n-1)))) images to a peak S
 and a CLEAN component of S degrids to V again (consistent major cycles).
 
 Images are normalised by the sum of imaging weights: the PSF peak is 1 and
@@ -236,7 +239,7 @@ class Gridder:
             uvw=self.uvw, freq=self.freq, pixsize_x=self.cell, pixsize_y=self.cell,
             epsilon=self.epsilon, nthreads=self.nthreads,
             do_wgridding=self.wgridding if wgridding is None else wgridding,
-            flip_u=True, divide_by_n=False, mask=self.mask,
+            flip_u=False, flip_v=True, flip_w=True, divide_by_n=False, mask=self.mask,
         )
 
     def grid(self, vis: np.ndarray, wgridding=None) -> np.ndarray:
@@ -318,8 +321,12 @@ def quick_beam(data: MSData, weights: np.ndarray, nthreads: int, max_chan: int =
     return beam
 
 
-def choose_grid(data: MSData, p: ImagingParams) -> tuple[float, int, np.ndarray, dict]:
-    """Decide cell and image size; return (cell_arcsec, npix, weights, info)."""
+def choose_grid(data: MSData, p: ImagingParams, compute_weights: bool = True) -> tuple[float, int, np.ndarray | None, dict]:
+    """Decide cell and image size; return (cell_arcsec, npix, weights, info).
+
+    ``weights`` (imaging weights on the final grid) is None when
+    ``compute_weights`` is False.
+    """
     info: dict = {"cell_rule": p.cell_rule if p.cell_arcsec is None else "explicit"}
     fov_rad = math.radians(p.fov_deg)
     t0 = time.perf_counter()
@@ -338,6 +345,8 @@ def choose_grid(data: MSData, p: ImagingParams) -> tuple[float, int, np.ndarray,
         cell = eb.bmin_arcsec / p.pixels_per_beam
     npix = p.imsize if p.imsize else good_even_size(math.ceil(p.fov_deg * 3600.0 / cell))
     info["cell_seconds"] = time.perf_counter() - t0
+    if not compute_weights:
+        return cell, npix, None, info
     t1 = time.perf_counter()
     weights = imaging_weights(data.uvw, data.freq, data.weight, p.weighting, npix, cell * ARCSEC, p.robust, p.chunk_rows)
     info["weighting_seconds"] = time.perf_counter() - t1
@@ -441,7 +450,10 @@ def deconvolve(dirty, psf, gridder: Gridder, vis, p: ImagingParams, log=None):
         if n_major >= p.max_major:
             reason = "max_major"
             break
-        minor_thr = max(thr, (1.0 - p.mgain) * peak)
+        # as WSClean: the major-cycle trigger uses the peak over the whole image,
+        # also while cleaning inside the auto-mask
+        peak_all = peak if region is None else float(np.abs(residual).max())
+        minor_thr = max(thr, (1.0 - p.mgain) * peak_all)
         last_minor_thr = minor_thr
         t0 = time.perf_counter()
         n = minor_cycle(residual, model, psf_pad, region, minor_thr, p.gain, p.niter - total)
@@ -481,7 +493,8 @@ def make_image(data: MSData, params: ImagingParams | dict | None = None, log=Non
     t_psf = time.perf_counter() - t0
     psf = psf2[npix // 2: npix // 2 + npix, npix // 2: npix // 2 + npix]
     t0 = time.perf_counter()
-    beam = fit_beam(psf, cell)
+    fitted = fit_beam(psf, cell)
+    beam = Beam(*p.restoring_beam) if p.restoring_beam else fitted
     t_fit = time.perf_counter() - t0
     model, residual, dinfo = deconvolve(dirty, psf2, g, data.vis, p, log=log)
     del psf2
@@ -503,6 +516,7 @@ def make_image(data: MSData, params: ImagingParams | dict | None = None, log=Non
     timings["total"] = timings["imaging_total"] + data.read_seconds
     extra = {k: v for k, v in info.items() if not k.endswith("_seconds")}
     extra["nvis"] = data.nvis
+    extra["fitted_beam"] = fitted.to_dict()
     extra["flagged_fraction"] = data.flagged_fraction
     return ImageResult(
         image=image, model=model, residual=residual, psf=psf.astype(np.float32), dirty=dirty,

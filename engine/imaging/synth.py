@@ -3,7 +3,7 @@
 The visibilities follow the MS/CASA/WSClean convention used throughout
 ``engine.imaging``::
 
-    V(u, v, w) = sum_k S_k exp(-2 pi i (u l_k + v m_k + w (n_k - 1)) / lambda)
+    V(u, v, w) = sum_k S_k exp(+2 pi i (u l_k + v m_k + w (n_k - 1)) / lambda)
 
 with UVW (metres) = UVW(ANTENNA2) - UVW(ANTENNA1) relative to the FIELD
 PHASE_DIR, ``l = cos(dec) sin(ra - ra0)`` (positive towards east / increasing
@@ -143,7 +143,7 @@ def make_synthetic_ms(
         vis = np.zeros((nbl, nchan), dtype=np.complex128)
         for k in range(src.shape[0]):
             phase = uvw[:, 0:1] * l[k] + uvw[:, 1:2] * m[k] + uvw[:, 2:3] * (n[k] - 1.0)
-            vis += src[k, 2] * np.exp(-2j * np.pi * phase * (freqs / C)[None, :])
+            vis += src[k, 2] * np.exp(2j * np.pi * phase * (freqs / C)[None, :])
         data = np.repeat(vis[:, :, None], 2, axis=2)
         if noise_jy > 0:
             cross = (a1 != a2)[:, None, None]
