@@ -1,0 +1,342 @@
+"""Reading an MS for the solver, applying solutions, and the whole solve stage.
+
+* :func:`read_ms_for_solve` reads DATA, FLAG, UVW, TIME, antennas, channel
+  frequencies and the phase centre into (ntime, nbl, nchan, npol) arrays.
+* :func:`apply_calibration` writes CORRECTED_DATA = DATA / (G_p B_p (G_q B_q)^*)
+  in row chunks, gains interpolated in time (amplitude linear, phase along the
+  shorter arc), and flags data whose solutions are flagged.
+* :func:`solve_ms` runs flag -> model -> bandpass -> gains -> QA -> tables and
+  returns plain values (picklable; safe to run in a process pool, one MS per
+  process: python-casacore is not thread-safe).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import PermanentStageError, TransientStageError
+
+from .caltable import CalTable, read_caltable, write_bandpass_table, write_gain_table
+from .catalogue import Calibrator, find_calibrator, merged_catalogue
+from .flagging import flag_rfi
+from .interpolate import interpolate_in_time
+from .qa import QAThresholds, evaluate_qa
+from .solver import SolveResult, calibrator_model, solve_calibration
+
+__all__ = ["MSData", "read_ms_for_solve", "apply_to_arrays", "apply_calibration", "solve_ms", "flag_ms"]
+
+
+def _tables():
+    from casacore import tables
+    return tables
+
+
+def _open_ms(path: str, readonly: bool = True):
+    tables = _tables()
+    if not os.path.isdir(path):
+        raise PermanentStageError(f"{path}: measurement set not found")
+    try:
+        return tables.table(path, readonly=readonly, ack=False)
+    except RuntimeError as exc:
+        if "lock" in str(exc).lower():
+            raise TransientStageError(f"{path}: MS locked: {exc}") from exc
+        raise PermanentStageError(f"{path}: cannot open MS: {exc}") from exc
+
+
+@dataclass
+class MSData:
+    vis: np.ndarray            # (ntime, nbl, nchan, npol) complex64
+    flags: np.ndarray          # (ntime, nbl, nchan, npol) bool
+    ant1: np.ndarray           # (nbl,)
+    ant2: np.ndarray           # (nbl,)
+    uvw: np.ndarray            # (ntime, nbl, 3) m
+    times: np.ndarray          # (ntime,) MJD seconds (MS TIME)
+    freqs: np.ndarray          # (nchan,) Hz
+    phase_centre: tuple        # (ra, dec) rad, FIELD PHASE_DIR of the first field
+    nant: int
+    antenna_names: list
+    rows: np.ndarray           # (ntime, nbl) MS row of each sample, -1 where missing
+    pol_index: np.ndarray      # MS correlation indices used (XX, YY)
+
+
+def read_ms_for_solve(ms_path: str | os.PathLike, *, datacolumn: str = "DATA") -> MSData:
+    """Read one-SPW MS into solver arrays (missing rows are flagged)."""
+    tables = _tables()
+    path = str(ms_path)
+    t = _open_ms(path)
+    try:
+        if datacolumn not in t.colnames():
+            raise PermanentStageError(f"{path}: no {datacolumn} column")
+        ddid = t.getcol("DATA_DESC_ID")
+        if ddid.size == 0:
+            raise PermanentStageError(f"{path}: MS has no rows")
+        if np.any(ddid != ddid[0]):
+            raise PermanentStageError(f"{path}: more than one DATA_DESC_ID; one spectral window expected")
+        times_row = t.getcol("TIME")
+        a1 = t.getcol("ANTENNA1")
+        a2 = t.getcol("ANTENNA2")
+        uvw_row = t.getcol("UVW")
+        data = t.getcol(datacolumn)
+        flag = t.getcol("FLAG")
+        if "FLAG_ROW" in t.colnames():
+            fr = t.getcol("FLAG_ROW")
+            if fr.any():
+                flag[fr] = True
+    except RuntimeError as exc:
+        raise PermanentStageError(f"{path}: cannot read main table: {exc}") from exc
+    finally:
+        t.close()
+    try:
+        with tables.table(path + "/DATA_DESCRIPTION", ack=False) as dd:
+            spw = int(dd.getcell("SPECTRAL_WINDOW_ID", int(ddid[0])))
+            polid = int(dd.getcell("POLARIZATION_ID", int(ddid[0])))
+        with tables.table(path + "/SPECTRAL_WINDOW", ack=False) as s:
+            freqs = np.asarray(s.getcell("CHAN_FREQ", spw), dtype=np.float64)
+        with tables.table(path + "/POLARIZATION", ack=False) as p:
+            corr = np.asarray(p.getcell("CORR_TYPE", polid))
+        with tables.table(path + "/FIELD", ack=False) as f:
+            pd = np.asarray(f.getcell("PHASE_DIR", 0), dtype=np.float64).reshape(-1, 2)[0]
+        with tables.table(path + "/ANTENNA", ack=False) as a:
+            names = list(a.getcol("NAME"))
+    except RuntimeError as exc:
+        raise PermanentStageError(f"{path}: cannot read subtables: {exc}") from exc
+    # XX, YY (CASA Stokes codes 9, 12); fall back to the first and last correlation
+    want = [int(np.nonzero(corr == c)[0][0]) for c in (9, 12) if np.any(corr == c)]
+    pol_index = np.array(want if len(want) == 2 else ([0, corr.size - 1] if corr.size > 1 else [0]))
+    if data.shape[2] != pol_index.size or not np.array_equal(pol_index, np.arange(data.shape[2])):
+        data = data[:, :, pol_index]
+        flag = flag[:, :, pol_index]
+    nchan = data.shape[1]
+    if freqs.size != nchan:
+        raise PermanentStageError(f"{path}: {nchan} channels in {datacolumn} but {freqs.size} in SPECTRAL_WINDOW")
+    if nchan > 1 and freqs[1] < freqs[0]:   # descending: make ascending
+        freqs = freqs[::-1]
+        data = data[:, ::-1]
+        flag = flag[:, ::-1]
+    utimes, tidx = np.unique(times_row, return_inverse=True)
+    nant = int(max(a1.max(), a2.max(), len(names) - 1) + 1)
+    key = a1.astype(np.int64) * nant + a2
+    ukey, bidx = np.unique(key, return_inverse=True)
+    T, Nb = utimes.size, ukey.size
+    ant1 = (ukey // nant).astype(np.int32)
+    ant2 = (ukey % nant).astype(np.int32)
+    nrow = times_row.size
+    regular = nrow == T * Nb and np.array_equal(tidx, np.repeat(np.arange(T), Nb)) \
+        and np.array_equal(bidx, np.tile(np.arange(Nb), T))
+    if regular:
+        vis = data.reshape(T, Nb, nchan, -1)
+        flags = flag.reshape(T, Nb, nchan, -1)
+        uvw = uvw_row.reshape(T, Nb, 3)
+        rows = np.arange(nrow).reshape(T, Nb)
+    else:
+        P = data.shape[2]
+        vis = np.zeros((T, Nb, nchan, P), np.complex64)
+        flags = np.ones((T, Nb, nchan, P), bool)
+        uvw = np.zeros((T, Nb, 3))
+        rows = np.full((T, Nb), -1, np.int64)
+        vis[tidx, bidx] = data
+        flags[tidx, bidx] = flag
+        uvw[tidx, bidx] = uvw_row
+        rows[tidx, bidx] = np.arange(nrow)
+    if vis.dtype != np.complex64:
+        vis = vis.astype(np.complex64)
+    return MSData(vis, flags, ant1, ant2, uvw, utimes, freqs, (float(pd[0]), float(pd[1])), nant,
+                  names, rows, pol_index)
+
+
+def apply_to_arrays(vis: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
+                    row_times: np.ndarray, bandpass: np.ndarray, bandpass_flags: np.ndarray,
+                    gain_times: np.ndarray, gains: np.ndarray, gain_flags: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Correct rows of data: vis/flags (nrow, nchan, npol), ant1/ant2/row_times (nrow,),
+    bandpass (nant, nchan, npol), gains (K, nant, npol) at gain_times (K,).
+    Returns (corrected complex64, flags)."""
+    ut, inv = np.unique(row_times, return_inverse=True)
+    g, gf = interpolate_in_time(gain_times, gains, gain_flags, ut)             # (Nu, nant, P)
+    bf = bandpass_flags | (bandpass == 0) | ~np.isfinite(bandpass)
+    B = np.where(bf, 1.0, bandpass).astype(np.complex64)
+    gp = g[inv, ant1]                                                          # (nrow, P)
+    gq = g[inv, ant2]
+    den = (B[ant1] * gp[:, None, :].astype(np.complex64)) * np.conj(B[ant2] * gq[:, None, :].astype(np.complex64))
+    bad = bf[ant1] | bf[ant2] | gf[inv, ant1][:, None, :] | gf[inv, ant2][:, None, :] | (den == 0)
+    out = np.divide(vis, np.where(bad, 1, den))
+    out[bad] = 0
+    return out.astype(np.complex64, copy=False), flags | bad
+
+
+def _as_caltable(x) -> CalTable:
+    if isinstance(x, CalTable):
+        return x
+    return read_caltable(str(x))
+
+
+def apply_calibration(ms_path: str | os.PathLike, bandpass, gains, *, datacolumn: str = "DATA",
+                      out_column: str = "CORRECTED_DATA", chunk_rows: int = 20000,
+                      update_flags: bool = True) -> dict:
+    """Write ``out_column`` = data / (G_p B_p (G_q B_q)^*) for every row.
+
+    bandpass/gains: table paths, CalTable objects or a SolveResult (for both).
+    Flagged solutions flag the data (written to FLAG when update_flags).
+    Returns counts of rows and newly flagged samples.
+    """
+    tables = _tables()
+    path = str(ms_path)
+    if isinstance(bandpass, SolveResult):
+        res = bandpass
+        B, Bf = res.bandpass, res.bandpass_flags
+        gt, G, Gf = res.gain_times, res.gains, res.gain_flags
+    else:
+        bt, gtab = _as_caltable(bandpass), _as_caltable(gains)
+        if not bt.vis_cal.startswith("B"):
+            raise PermanentStageError(f"{bandpass}: expected a B Jones table, got {bt.vis_cal!r}")
+        if not gtab.vis_cal.startswith("G"):
+            raise PermanentStageError(f"{gains}: expected a G Jones table, got {gtab.vis_cal!r}")
+        B, Bf = bt.cparam[0], bt.flags[0]
+        gt, G, Gf = gtab.times, gtab.cparam[:, :, 0, :], gtab.flags[:, :, 0, :]
+    t = _open_ms(path, readonly=False)
+    newly = 0
+    try:
+        nrow = t.nrows()
+        if out_column not in t.colnames():
+            desc = t.getcoldesc(datacolumn)
+            desc["comment"] = "calibrated data"
+            dm = t.getdminfo(datacolumn)
+            dm["NAME"] = f"{out_column}_dm"
+            t.addcols(tables.maketabdesc(tables.makecoldesc(out_column, desc)), dm)
+        with tables.table(path + "/SPECTRAL_WINDOW", ack=False) as s:
+            fr = np.asarray(s.getcell("CHAN_FREQ", 0))
+        descending = fr.size > 1 and fr[1] < fr[0]
+        with tables.table(path + "/POLARIZATION", ack=False) as p:
+            corr = np.asarray(p.getcell("CORR_TYPE", 0))
+        P = B.shape[2]
+        if corr.size != P:
+            raise PermanentStageError(f"{path}: {corr.size} correlations but solutions have {P}")
+        if B.shape[1] != fr.size:
+            raise PermanentStageError(f"{path}: {fr.size} channels but bandpass has {B.shape[1]}")
+        Bm, Bfm = (B[:, ::-1], Bf[:, ::-1]) if descending else (B, Bf)
+        for r0 in range(0, nrow, chunk_rows):
+            n = min(chunk_rows, nrow - r0)
+            data = t.getcol(datacolumn, startrow=r0, nrow=n)
+            flag = t.getcol("FLAG", startrow=r0, nrow=n)
+            a1 = t.getcol("ANTENNA1", startrow=r0, nrow=n)
+            a2 = t.getcol("ANTENNA2", startrow=r0, nrow=n)
+            tt = t.getcol("TIME", startrow=r0, nrow=n)
+            out, fl = apply_to_arrays(data, flag, a1, a2, tt, Bm, Bfm, gt, G, Gf)
+            t.putcol(out_column, out, startrow=r0, nrow=n)
+            if update_flags:
+                newly += int((fl & ~flag).sum())
+                t.putcol("FLAG", fl, startrow=r0, nrow=n)
+    except RuntimeError as exc:
+        raise PermanentStageError(f"{path}: applying calibration failed: {exc}") from exc
+    finally:
+        t.close()
+    return {"rows": int(nrow), "newly_flagged": newly}
+
+
+def _write_flags(path: str, d: MSData, flags: np.ndarray) -> None:
+    t = _open_ms(path, readonly=False)
+    try:
+        nrow = t.nrows()
+        full = t.getcol("FLAG") if flags.shape[-1] != t.getcell("FLAG", 0).shape[-1] else None
+        mask = np.zeros((nrow,) + flags.shape[2:], bool)
+        ok = d.rows >= 0
+        mask[d.rows[ok]] = flags[ok]
+        with _tables().table(path + "/SPECTRAL_WINDOW", ack=False) as s:
+            fr = np.asarray(s.getcell("CHAN_FREQ", 0))
+        if fr.size > 1 and fr[1] < fr[0]:
+            mask = mask[:, ::-1]
+        if full is not None:   # more correlations in the MS than solved: flag them all
+            full |= mask.any(axis=2, keepdims=True)
+            mask = full
+        t.putcol("FLAG", mask)
+    finally:
+        t.close()
+
+
+def flag_ms(ms_path: str | os.PathLike, **flag_kwargs) -> dict:
+    """RFI-flag an MS in place (DATA; FLAG column updated). Returns flag fractions."""
+    d = read_ms_for_solve(ms_path)
+    fr = flag_rfi(d.vis, d.flags, d.ant1, d.ant2, nant=d.nant, **flag_kwargs)
+    _write_flags(str(ms_path), d, fr.flags)
+    return {"flagged_fraction": fr.flagged_fraction, "new_fraction": fr.new_fraction,
+            "antenna_fraction": fr.antenna_fraction.tolist(), "channel_fraction": fr.channel_fraction.tolist()}
+
+
+def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: str | os.PathLike, *,
+             refant: int | None = None, solint_s: float | None = None, qa_thresholds: dict | QAThresholds | None = None,
+             catalogue_paths=None, flag: bool = True, flag_kwargs: dict | None = None,
+             write_flags: bool = True, model_sign: float = +1.0, table_prefix: str | None = None) -> dict:
+    """Flag -> model -> bandpass -> gains -> QA -> write B and G tables.
+
+    calibrator: a catalogue name/alias (built-in catalogue merged with
+    ``catalogue_paths``) or a Calibrator.  solint_s: gain interval (None = one
+    per integration, math.inf = one for the whole MS).  Tables are written to
+    ``out_dir/<prefix>.B`` and ``.G`` (prefix defaults to the MS name) even when
+    QA fails; ``qa_passed``/``qa_reasons`` tell.  With write_flags the RFI and
+    outlier flags of the cross-correlations are stored in the MS FLAG
+    column (autocorrelation flags are left as they were).  Returns plain values only.
+    """
+    t_start = time.perf_counter()
+    timings = {}
+    ms_path = str(ms_path)
+    cal = calibrator if isinstance(calibrator, Calibrator) else \
+        find_calibrator(calibrator, merged_catalogue(catalogue_paths))
+    t0 = time.perf_counter()
+    d = read_ms_for_solve(ms_path)
+    timings["read"] = time.perf_counter() - t0
+    flags = d.flags
+    rfi_fraction = None
+    if flag:
+        t0 = time.perf_counter()
+        fr = flag_rfi(d.vis, d.flags, d.ant1, d.ant2, nant=d.nant, **(flag_kwargs or {}))
+        flags = fr.flags
+        rfi_fraction = fr.new_fraction
+        timings["flag"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = calibrator_model(cal, d.uvw, d.times, d.freqs, d.phase_centre, sign=model_sign)
+    timings["model"] = time.perf_counter() - t0
+    if not np.any(np.abs(model[:, d.ant1 != d.ant2]) > 0):
+        raise PermanentStageError(f"{ms_path}: calibrator {cal.name} has no flux in the primary beam")
+    t0 = time.perf_counter()
+    res = solve_calibration(d.vis, model, flags, d.ant1, d.ant2, d.times, d.freqs, nant=d.nant,
+                            refant=refant, solint_s=solint_s)
+    timings["solve"] = time.perf_counter() - t0
+    del model
+    qa = evaluate_qa(res, qa_thresholds, d.ant1, d.ant2)
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = table_prefix or Path(ms_path.rstrip("/")).name.removesuffix(".ms")
+    btab = write_bandpass_table(out / f"{prefix}.B", res, ms_path,
+                                history=f"bandpass on {cal.name}, refant {res.refant}")
+    gtab = write_gain_table(out / f"{prefix}.G", res, ms_path,
+                            history=f"gains on {cal.name}, refant {res.refant}, solint {solint_s}")
+    timings["write_tables"] = time.perf_counter() - t0
+    if write_flags:
+        t0 = time.perf_counter()
+        wf = res.flags
+        auto = d.ant1 == d.ant2
+        if auto.any():   # autocorrelations are excluded from the solve, not bad: keep their flags
+            wf[:, auto] = d.flags[:, auto]
+        _write_flags(ms_path, d, wf)
+        timings["write_flags"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    return {
+        "ms": ms_path,
+        "calibrator": cal.name,
+        "bandpass_table": btab,
+        "gain_table": gtab,
+        "refant": int(res.refant),
+        "refant_name": d.antenna_names[res.refant] if res.refant < len(d.antenna_names) else str(res.refant),
+        "qa_passed": bool(qa.passed),
+        "qa_reasons": list(qa.reasons),
+        "metrics": {k: v for k, v in qa.metrics.items()},
+        "rfi_flagged_fraction": None if rfi_fraction is None else float(rfi_fraction),
+        "timings_s": {k: float(v) for k, v in timings.items()},
+    }
