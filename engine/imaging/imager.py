@@ -450,10 +450,7 @@ def deconvolve(dirty, psf, gridder: Gridder, vis, p: ImagingParams, log=None):
         if n_major >= p.max_major:
             reason = "max_major"
             break
-        # as WSClean: the major-cycle trigger uses the peak over the whole image,
-        # also while cleaning inside the auto-mask
-        peak_all = peak if region is None else float(np.abs(residual).max())
-        minor_thr = max(thr, (1.0 - p.mgain) * peak_all)
+        minor_thr = max(thr, (1.0 - p.mgain) * peak)
         last_minor_thr = minor_thr
         t0 = time.perf_counter()
         n = minor_cycle(residual, model, psf_pad, region, minor_thr, p.gain, p.niter - total)
