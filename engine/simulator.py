@@ -208,11 +208,10 @@ def _baselines(layout: inst.AntennaLayout, active: np.ndarray) -> _Array:
 
 
 def _sky_model_subband(arr: _Array, sources: Sequence[Source], s_hat: list[np.ndarray],
-                       beam: list[np.ndarray], freqs: np.ndarray) -> np.ndarray:
+                       beam: list[np.ndarray], freqs: np.ndarray, ntimes: int) -> np.ndarray:
     """Sum of sources, (Ntimes*Nbls, Nf) complex64, time-major."""
     pos = arr.layout.positions_ecef_rel
     b = pos[arr.ant2] - pos[arr.ant1]                   # (Nbls, 3)
-    ntimes = s_hat[0].shape[0] if s_hat else 0
     out = np.zeros((ntimes * len(b), len(freqs)), np.complex64)
     for src, sh, bm in zip(sources, s_hat, beam):
         spec = src.flux_jy * (freqs / REF_FREQ_HZ) ** src.spectral_index       # (Nf,)
@@ -350,7 +349,7 @@ def simulate(out_dir, *, groups: int = 1, preset: str = "small", dec_deg: float 
                 continue
             freqs = subband_frequencies(sb, nchan)                      # descending
             idx = np.searchsorted(all_freqs, freqs)
-            vis = _sky_model_subband(arr, used, s_hats, [b[:, idx] for b in beams_full], freqs)
+            vis = _sky_model_subband(arr, used, s_hats, [b[:, idx] for b in beams_full], freqs, n_int)
             if convention == "zenith":
                 wz = np.tile((uvw_bl @ up), n_int)
                 vis *= inst.delay_phasor(-wz, freqs)
