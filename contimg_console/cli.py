@@ -52,6 +52,26 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="pipeline state counts, leases and failures")
     status.add_argument("--json", action="store_true")
 
+    ingest = sub.add_parser("ingest", help="register subband files by hand (idempotent)")
+    ingest.add_argument("paths", nargs="+", type=Path)
+
+    sim = sub.add_parser("simulate", help="write simulated DSA-110 subband groups (UVH5) with a truth manifest")
+    sim.add_argument("--out", type=Path, required=True)
+    sim.add_argument("--groups", type=int, default=1)
+    sim.add_argument("--preset", choices=["tiny", "small", "full"], default="small")
+    sim.add_argument("--dec", type=float, default=54.57, help="pointing declination (deg)")
+    sim.add_argument("--start", help="ISO time of the first group (default: the calibrator transit)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--fault", action="append", default=[], dest="faults",
+                     choices=["missing_subband", "truncated_file", "nans", "timestamp_jitter"])
+    sim.add_argument("--rfi", action="store_true")
+    sim.add_argument("--antenna-file", type=Path, help="CSV of station positions (e.g. the public DSA-110 table)")
+
+    conv = sub.add_parser("convert", help="convert the subband files of one group (or one UVH5 file) to an MS")
+    conv.add_argument("files", nargs="+", type=Path)
+    conv.add_argument("--out", type=Path, required=True, help="the Measurement Set to write (*.ms)")
+    conv.add_argument("--convention", default="unprojected_w0", help="phase convention of the input files")
+
     user = sub.add_parser("user", help="dashboard users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="add a user (password read from stdin or prompted)")
@@ -213,6 +233,56 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from engine.ingest import Ingestor
+
+    db = _database(settings)
+    db.upgrade()
+    ingestor = Ingestor(settings, db)
+    results = ingestor.register(args.paths)
+    ready, incomplete = ingestor.finalize()
+    counts = Counter("already known" if r.status == "known" else r.status for r in results)
+    print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    for r in results:
+        if r.error:
+            print(f"  {r.status}: {r.path}: {r.error}")
+    for gid in ready:
+        print(f"{gid} ready")
+    for gid in incomplete:
+        print(f"{gid} incomplete")
+    return 0
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from engine.simulator import simulate
+
+    start = None
+    if args.start:
+        try:
+            start = datetime.fromisoformat(args.start)
+        except ValueError:
+            raise ConfigError(f"--start {args.start!r} is not an ISO time (e.g. 2026-11-29T08:00:00)") from None
+    groups = simulate(args.out, groups=args.groups, preset=args.preset, dec_deg=args.dec, start=start,
+                      seed=args.seed, faults=tuple(args.faults), rfi=args.rfi, antenna_file=args.antenna_file)
+    for g in groups:
+        print(f"{g.start:%Y-%m-%dT%H:%M:%S}: {len(g.files)} files, truth {g.manifest}")
+    return 0
+
+
+def cmd_convert(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.convert import convert_group
+
+    result = convert_group(args.files, args.out, convention=args.convention,
+                           min_subbands=settings.ingest.min_subbands)
+    print(f"{result.ms_path}: {result.rows} rows, {result.channels} channels, {result.antennas} antennas"
+          + (f", missing subbands {result.missing_subbands}" if result.missing_subbands else ""))
+    return 0
+
+
 def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
     from engine.auth import Accounts
 
@@ -261,6 +331,9 @@ _COMMANDS = {
     "config": cmd_config,
     "db": cmd_db,
     "status": cmd_status,
+    "ingest": cmd_ingest,
+    "simulate": cmd_simulate,
+    "convert": cmd_convert,
     "user": cmd_user,
     "token": cmd_token,
 }

@@ -20,6 +20,7 @@ from engine.auth import Accounts
 from engine.db import Database
 from engine.errors import ConfigError, ContimgError
 from engine.events import EventBus
+from engine.ingest import Ingestor, IngestService
 from engine.logs import RingBufferHandler, get_logger, setup_logging
 from engine.processing.engine import Engine
 from engine.services import Services
@@ -42,6 +43,7 @@ class Runtime:
         self.services = Services(self.db)
         self.accounts = Accounts(self.db)
         self.engine = Engine(settings, self.db, self.bus)
+        self.ingest = IngestService(Ingestor(settings, self.db, self.bus), settings.ingest.poll_interval_s)
         self.scheduler: AsyncIOScheduler | None = None
         self.log_ring: RingBufferHandler | None = None
         self._runner: web.AppRunner | None = None
@@ -64,6 +66,8 @@ class Runtime:
             await self._start_api()
         if not s.read_only:
             await self.engine.start()
+            if s.ingest.enabled:
+                await self.ingest.start()
         self.scheduler = AsyncIOScheduler(timezone="UTC", job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 300})
         self.scheduler.start()
@@ -99,6 +103,7 @@ class Runtime:
             self._site = None
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        await self.ingest.stop()
         await self.engine.stop()
         self.db.dispose()
         if self.started:

@@ -127,6 +127,65 @@ class Services:
             ]
 
 
+    # ---- jobs and provenance ------------------------------------------------
+    def jobs_page(self, *, state: str | None = None, queue: str | None = None, limit: int = 50,
+                            offset: int = 0, retrying: bool | None = None) -> tuple[list[Any], int]:
+        """A page of jobs (newest first) and the total count matching the filter."""
+        from engine.processing.queue import JobView
+
+        with self.db.session() as s:
+            q = select(m.Job)
+            if state:
+                q = q.where(m.Job.state == state)
+            if queue:
+                q = q.where(m.Job.queue == queue)
+            if retrying is not None:
+                q = q.where(m.Job.attempts > 0) if retrying else q.where(m.Job.attempts == 0)
+            total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+            rows = s.scalars(q.order_by(m.Job.created_at.desc(), m.Job.id.desc()).limit(limit).offset(offset))
+            return [JobView.of(j) for j in rows], total
+
+
+    def group_provenance(self, group_id: str) -> dict[str, Any]:
+        """What a job's provenance strip shows: MS, calibration, pointing, latest image and QA."""
+        with self.db.session() as s:
+            g = s.get(m.ObservationGroup, group_id)
+            if g is None:
+                return {}
+            ms = s.scalar(select(m.MeasurementSet).where(m.MeasurementSet.group_id == group_id))
+            img = s.scalar(select(m.Image).where(m.Image.group_id == group_id).order_by(m.Image.created_at.desc()))
+            cal_sets = list(ms.cal_sets_applied) if ms and ms.cal_sets_applied else []
+            cal_table = None
+            if cal_sets:
+                t = s.scalar(select(m.CalibrationTable).join(m.CalibrationSet)
+                             .where(m.CalibrationSet.name == str(cal_sets[0])).limit(1))
+                cal_table = t.path if t else None
+            return {"ms_path": ms.path if ms else None, "ra_deg": ms.phase_ra_deg if ms else None,
+                    "dec_deg": ms.phase_dec_deg if ms else g.dec_deg, "cal_table": cal_table,
+                    "image_id": img.id if img else None, "qa_grade": img.qa_grade if img else (ms.qa_grade if ms else None),
+                    "qa_summary": img.qa_summary if img else (ms.qa_summary if ms else None)}
+
+
+    def spawn_stage(self, group_id: str, job_type: str, priority: int | None, by: str) -> str:
+        """Queue a stage for a group by hand; the stage's own start state is checked when it runs."""
+        from engine.processing.queue import JobQueue
+
+        with self.db.session() as s:
+            if s.get(m.ObservationGroup, group_id) is None:
+                raise KeyError(group_id)
+            return JobQueue(self.db).enqueue(job_type, group_id=group_id, priority=priority or 100, created_by=by,
+                                             session=s)
+
+
+    def purge_jobs(self, states_: tuple[str, ...], before: datetime | None) -> int:
+        from sqlalchemy import delete
+
+        with self.db.session() as s:
+            q = delete(m.Job).where(m.Job.state.in_(states_))
+            if before is not None:
+                q = q.where(m.Job.finished_at < before)
+            return s.execute(q).rowcount or 0
+
 class PipelineControl:
     """Operator actions on jobs and groups: retry, cancel, requeue, pause/resume, job logs.
 

@@ -21,6 +21,7 @@ SHARED = REPO.parent / "shared"
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the operator's config or touches the real data dir."""
     home = tmp_path_factory.mktemp("home")
+    (home / ".config").mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))

@@ -98,3 +98,8 @@ def registry_of(func: str, stages: int = 4, **extra: Any) -> StageRegistry:
 def crash_registry() -> StageRegistry:
     """Used by the crash test through ``engine.registry = "stagefuncs:crash_registry"``."""
     return registry_of("ok_stage", delay=0.4)
+
+
+def failing_registry() -> StageRegistry:
+    """Conversion fails permanently: for tests of the dead-letter views."""
+    return registry_of("permanent_stage", stages=1)

@@ -169,7 +169,7 @@ class Job(Base):
     created_by: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
-        Index("ix_jobs_ready", "state", "run_after", "priority"),
+        Index("ix_jobs_claim", "state", "priority", "run_after", "created_at"),
         Index("ix_jobs_created", "created_at"),
     )
 

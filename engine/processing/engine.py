@@ -208,6 +208,12 @@ class Engine:
             if w is not None:
                 w.stopped_at, w.current_job_id = now(), None
 
+    def _beat_worker(self) -> None:
+        with self.db.session() as s:
+            w = s.get(m.Worker, self.worker_id)
+            if w is not None:
+                w.last_seen = now()
+
     def _touch_worker(self, current: str | None, finished: bool = False) -> None:
         with self.db.session() as s:
             w = s.get(m.Worker, self.worker_id)
@@ -258,6 +264,7 @@ class Engine:
         while not self._stopping:
             await asyncio.sleep(self.settings.engine.recover_interval_s)
             try:
+                await asyncio.to_thread(self._beat_worker)
                 n = await asyncio.to_thread(self.recover)
                 n += await asyncio.to_thread(self.reconcile)
                 if n:
@@ -338,6 +345,8 @@ class Engine:
         assert self._pool is not None
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, run_in_worker, stage.run, params)
+        # A future abandoned at shutdown (pool terminated) must not log "exception never retrieved".
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
         hb = self.settings.engine.heartbeat_s
         while True:
             done, _ = await asyncio.wait({future}, timeout=hb)

@@ -11,5 +11,8 @@ from engine.processing.stages import StageRegistry
 
 
 def default_registry() -> StageRegistry:
+    from engine.processing import stage_convert
+
     registry = StageRegistry()
+    registry.register(stage_convert.STAGE)
     return registry

@@ -171,8 +171,8 @@ class JobQueue:
             if group_id:
                 q = q.where(m.Job.group_id == group_id)
             if before is not None:
-                ts = m.UTCDateTime().process_bind_param(before[0], None)
-                q = q.where(or_(m.Job.created_at < ts, and_(m.Job.created_at == ts, m.Job.id < before[1])))
+                ts, last_id = before
+                q = q.where(or_(m.Job.created_at < ts, and_(m.Job.created_at == ts, m.Job.id < last_id)))
             return [JobView.of(j) for j in s.scalars(q)]
 
     def counts(self) -> dict[str, int]:
@@ -193,3 +193,8 @@ class JobQueue:
             q = (select(m.JobLog).where(m.JobLog.job_id == job_id, m.JobLog.id > after_id)
                  .order_by(m.JobLog.id).limit(limit))
             return [{"id": r.id, "at": r.at, "level": r.level, "message": r.message} for r in s.scalars(q)]
+
+
+def new_id_bulk(n: int) -> list[str]:
+    """Job ids for bulk inserts (same form as the ORM default)."""
+    return [m.new_id() for _ in range(n)]
