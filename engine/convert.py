@@ -177,7 +177,7 @@ def _check_consistent(headers: list[UVH5Header], time_tol_s: float) -> None:
         if abs(h.latitude_deg - ref.latitude_deg) > 1e-6 or abs(h.longitude_deg - ref.longitude_deg) > 1e-6:
             why.append("telescope location differs")
         if why:
-            problems.append(f"{Path(h.path).name} vs {Path(ref.path).name}: " + ", ".join(why))
+            problems.append(f"{h.path} vs {ref.path}: " + ", ".join(why))
     if problems:
         raise PermanentStageError("subband files disagree: " + "; ".join(problems))
 
