@@ -6,7 +6,8 @@ Convention used everywhere in this package (per polarisation, diagonal Jones):
 
     V_obs_pq(t, nu) = G_p(t) B_p(nu) V_model_pq(t, nu) B_q(nu)^* G_q(t)^*
 
-B is normalised to mean amplitude 1 (and zero vector-mean phase) per antenna
-and polarisation over the unflagged channels; G carries the overall amplitude.
+B is normalised to mean amplitude 1 per antenna and polarisation over the
+unflagged channels, with zero phase at the band centre once the mean phase
+slope (delay) is removed; G carries the overall amplitude.
 The reference antenna's B (every channel) and G (every interval) have phase 0.
 """

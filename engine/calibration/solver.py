@@ -10,9 +10,10 @@ Measurement equation (per polarisation, diagonal Jones):
     V_obs_pq(t, nu) = G_p(t) B_p(nu) V_model_pq(t, nu) B_q(nu)^* G_q(t)^*
 
 * B (bandpass): one complex value per antenna, channel and polarisation,
-  constant over the observation; normalised so that for every antenna and
-  polarisation the mean amplitude over unflagged channels is 1 and the phase
-  of the channel-averaged B is 0.
+  constant over the observation; normalised (:func:`normalise_bandpass`) so
+  that for every antenna and polarisation the mean amplitude over unflagged
+  channels is 1 and the delay-removed mean phase (the phase at the band
+  centre of the linear phase fit) is 0.
 * G (gain): one complex value per antenna, solution interval and polarisation;
   carries the overall amplitude (units: sqrt(data units / Jy)).
 * The reference antenna has phase 0 in B (every channel) and G (every
@@ -36,6 +37,7 @@ SNR = |g_p| / sqrt(var(g_p)).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,7 +48,7 @@ from .catalogue import Calibrator
 __all__ = [
     "SolveResult", "direction_cosines", "point_source_model", "calibrator_model",
     "stefcal", "choose_refant", "solve_calibration", "solution_intervals",
-    "corrupt_model", "SIDEREAL_RATE_RAD_S",
+    "corrupt_model", "normalise_bandpass", "SIDEREAL_RATE_RAD_S",
 ]
 
 SIDEREAL_RATE_RAD_S = 2.0 * math.pi / 86164.0905
@@ -224,6 +226,29 @@ def corrupt_model(model_t: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, bandp
     return m * (j[ant1] * np.conj(j[ant2]))
 
 
+def normalise_bandpass(B: np.ndarray, flags: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fix the B/G degeneracy: scale each antenna/pol bandpass (nant, nchan, npol)
+    to mean amplitude 1 over unflagged channels and rotate it so that its phase
+    at the band centre, after removing the mean phase slope (delay), is 0.
+
+    (A plain vector mean is ill-conditioned when a delay winds the phase through
+    a full turn across the band.)  Returns (normalised B, divisor (nant, npol)).
+    """
+    ok = np.ones(B.shape, bool) if flags is None else ~flags
+    ok = ok & np.isfinite(B) & (B != 0)
+    Bz = np.where(ok, B, 0)
+    n = ok.sum(axis=1)
+    amean = np.abs(Bz).sum(axis=1) / np.maximum(n, 1)
+    step = (Bz[:, 1:] * np.conj(Bz[:, :-1])).sum(axis=1)                 # mean phase slope per channel
+    slope = np.angle(step)
+    ch = np.arange(B.shape[1]) - 0.5 * (B.shape[1] - 1)
+    derot = Bz * np.exp(-1j * slope[:, None, :] * ch[None, :, None])
+    c = derot.sum(axis=1)
+    phase = np.where(np.abs(c) > 0, c / np.maximum(np.abs(c), 1e-300), 1.0)
+    norm = np.where(n > 0, phase * np.where(amean > 0, amean, 1.0), 1.0)
+    return B / norm[:, None, :], norm
+
+
 # ----------------------------------------------------------------------------- result
 
 @dataclass
@@ -242,7 +267,7 @@ class SolveResult:
     flags: np.ndarray             # (ntime, nbl, nchan, npol) data flags after outlier flagging
     noise_sigma: np.ndarray       # (npol,) rms |residual| per visibility (sqrt E|r|^2)
     outliers_flagged: int         # samples newly flagged from residuals
-    iterations: dict = field(default_factory=dict)
+    iterations: dict = field(default_factory=dict)   # StEFCal iterations per solve and seconds per step
 
     @property
     def nant(self) -> int:
@@ -311,17 +336,32 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
             np.multiply(vis[t], np.conj(m), out=Y[t])
             Y[t][~w] = 0
             np.multiply(w, (m.real ** 2 + m.imag ** 2), out=Wm[t])
+    _t = time.perf_counter()
     build_weighted()
+    prepare_s = time.perf_counter() - _t
 
     B = np.ones((nant, C, P), dtype=np.complex128)
     G = np.ones((K, nant, P), dtype=np.complex128)
     Bflag = np.zeros((nant, C, P), dtype=bool)
     Gflag = np.zeros((K, nant, P), dtype=bool)
-    iters: dict = {"bandpass": [], "gains": []}
+    iters: dict = {"bandpass": [], "gains": [], "bandpass_s": 0.0, "gains_s": 0.0, "residual_s": 0.0,
+                   "prepare_s": prepare_s}
     sigma2 = np.ones(P)
     Bden = np.zeros((nant, C, P))
     Gden = np.zeros((K, nant, P))
 
+    def timed(key):
+        def deco(fn):
+            def run(*a, **k):
+                t0 = time.perf_counter()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    iters[key] += time.perf_counter() - t0
+            return run
+        return deco
+
+    @timed("bandpass_s")
     def solve_B():
         nonlocal B, Bflag, Bden
         A = np.zeros((Nb, C, P), dtype=np.complex128)
@@ -344,15 +384,10 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         B = sol.T.reshape(nant, C, P)
         Bflag = sfl.T.reshape(nant, C, P)
         Bden = den.T.reshape(nant, C, P)
-        # normalisation: mean amplitude 1 and zero vector-mean phase per antenna and pol
-        ok = ~Bflag
-        n = ok.sum(axis=1)
-        csum = np.where(ok, B, 0).sum(axis=1)
-        amean = np.where(ok, np.abs(B), 0).sum(axis=1) / np.maximum(n, 1)
-        norm = np.where((n > 0) & (np.abs(csum) > 0), csum / np.maximum(np.abs(csum), 1e-300) * amean, 1.0)
-        B = B / norm[:, None, :]
+        B, norm = normalise_bandpass(B, Bflag)
         Bden = Bden * (np.abs(norm) ** 2)[:, None, :]
 
+    @timed("gains_s")
     def solve_G():
         nonlocal G, Gflag, Gden
         A = np.zeros((K, Nb, P), dtype=np.complex128)
@@ -378,6 +413,7 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         Gflag = sfl.reshape(K, P, nant).transpose(0, 2, 1)
         Gden = den.reshape(K, P, nant).transpose(0, 2, 1)
 
+    @timed("residual_s")
     def residual_pass(flag_outliers: bool) -> int:
         """Robust noise estimate; optionally flag outliers. Returns number newly flagged."""
         nonlocal sigma2
