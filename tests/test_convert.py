@@ -382,7 +382,7 @@ def test_wsclean_images_calibrator_at_true_position(tmp_path):
     from astropy.io import fits
     from astropy.wcs import WCS
 
-    (g,) = simulate(tmp_path / "sim", preset="small", unit_gains=True, seed=1)
+    (g,) = simulate(tmp_path / "sim", preset="tiny", n_ant=16, unit_gains=True, seed=1)
     res = convert_group(g.files, tmp_path / "cal.ms")
     # the calibrator (Dec 55.575) is 1 deg north of the meridian phase centre (Dec 54.57):
     # 1700 x 5" covers +-1.18 deg
