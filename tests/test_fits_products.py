@@ -40,7 +40,7 @@ def test_header_layout(products, kind):
     n = products["npix"]
     assert data.shape == (1, 1, n, n) and data.dtype == np.dtype(">f4")
     assert [hdr[f"CTYPE{i}"] for i in range(1, 5)] == ["RA---SIN", "DEC--SIN", "FREQ", "STOKES"]
-    assert hdr["CDELT1"] < 0 and hdr["CDELT2"] == -hdr["CDELT1"]
+    assert hdr["CDELT1"] < 0 and hdr["CDELT2"] == pytest.approx(-hdr["CDELT1"], rel=1e-12)
     assert hdr["CDELT1"] == pytest.approx(-products["cell_arcsec"] / 3600)
     assert hdr["CRPIX1"] == n / 2 + 1 and hdr["CRPIX2"] == n / 2 + 1
     assert (hdr["CRVAL1"], hdr["CRVAL2"]) == pytest.approx((RA0, DEC0))

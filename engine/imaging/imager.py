@@ -28,7 +28,7 @@ from .weighting import C, imaging_weights
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 ARCSEC = math.pi / (180.0 * 3600.0)
-PSF_WGRIDDING = True
+PSF_WGRIDDING = False  # PSF is the image of a phase-centre source: no w-term
 
 
 @dataclass
@@ -296,22 +296,32 @@ def legacy_cell_arcsec(data: MSData) -> float:
     return theta / 5.0 / ARCSEC
 
 
-def quick_beam(data: MSData, weights: np.ndarray, nthreads: int, max_chan: int = 32) -> Beam:
+def quick_beam(uvw: np.ndarray, freq: np.ndarray, weight: np.ndarray, weighting: str, robust: float,
+               fov_deg: float, nthreads: int, max_chan: int = 32) -> Beam:
     """Expected restoring beam from a small, coarse PSF of the weighted coverage.
 
-    Uses at most ``max_chan`` evenly spaced channels and no w-correction
+    Uses at most ``max_chan`` evenly spaced channels (imaging weights computed
+    on that subset with the uv cell of the full field, 1/fov; Briggs/uniform
+    weights are nearly invariant under such subsampling) and no w-correction
     (irrelevant for the main lobe at the phase centre).
     """
-    step = max(1, int(math.ceil(data.freq.size / max_chan)))
+    step = max(1, int(math.ceil(freq.size / max_chan)))
     chans = slice(step // 2, None, step)
-    freq = data.freq[chans]
-    wgt = np.ascontiguousarray(weights[:, chans])
-    umax = max_uv_lambda(data)
+    f = np.ascontiguousarray(freq[chans])
+    w = np.ascontiguousarray(weight[:, chans] if weight.shape[1] == freq.size else
+                             np.broadcast_to(weight, (weight.shape[0], f.size)))
+    used = w.max(axis=1) > 0
+    umax = float(np.hypot(uvw[used, 0], uvw[used, 1]).max() * f.max() / C) if used.any() else 0.0
+    if umax <= 0:
+        raise ValueError("no unflagged baselines")
+    fov_rad = math.radians(fov_deg)
+    npix_w = good_even_size(math.ceil(fov_rad * 2.2 * umax))
+    wi = imaging_weights(uvw, f, w, weighting, npix_w, fov_rad / npix_w, robust)
     cell_as = 1.0 / (2.0 * umax) / ARCSEC / 4.0
     npix = 128
     beam = None
     for _ in range(4):
-        g = Gridder(data.uvw, freq, wgt, npix, cell_as * ARCSEC, 1e-4, nthreads, wgridding=False)
+        g = Gridder(uvw, f, wi, npix, cell_as * ARCSEC, 1e-4, nthreads, wgridding=False)
         psf = g.psf()
         beam = fit_beam(psf, cell_as)
         fwhm_px = beam.bmaj_arcsec / cell_as
@@ -319,6 +329,26 @@ def quick_beam(data: MSData, weights: np.ndarray, nthreads: int, max_chan: int =
             break
         cell_as *= fwhm_px / 8.0
     return beam
+
+
+def plan_chan_average(ms_path: str, p: ImagingParams) -> tuple[int, Beam | None]:
+    """Channel-averaging factor for ``chan_average=0``: from the expected beam.
+
+    Reads only UVW/WEIGHT/CHAN_FREQ, predicts the restoring beam with
+    ``quick_beam`` and applies ``msread.auto_chan_average`` with that beam's
+    minor axis.  Falls back to the 1/u_max rule if the prediction fails.
+    """
+    from .msread import auto_chan_average, read_uvw
+
+    uvw, freq, w = read_uvw(ms_path)
+    umax = float(np.hypot(uvw[:, 0], uvw[:, 1]).max()) if uvw.size else 0.0
+    beam = None
+    try:
+        beam = quick_beam(uvw, freq, w[:, None], p.weighting, p.robust, p.fov_deg, p.threads)
+        theta = beam.bmin_arcsec * ARCSEC
+    except ValueError:
+        theta = None
+    return auto_chan_average(freq, umax, p.fov_deg, theta_rad=theta), beam
 
 
 def choose_grid(data: MSData, p: ImagingParams, compute_weights: bool = True) -> tuple[float, int, np.ndarray | None, dict]:
@@ -335,12 +365,7 @@ def choose_grid(data: MSData, p: ImagingParams, compute_weights: bool = True) ->
     elif p.cell_rule == "legacy":
         cell = legacy_cell_arcsec(data)
     else:
-        umax = max_uv_lambda(data)
-        npix_w = good_even_size(math.ceil(fov_rad * 2.2 * umax))
-        cell_w = fov_rad / npix_w
-        w0 = imaging_weights(data.uvw, data.freq, data.weight, p.weighting, npix_w, cell_w, p.robust, p.chunk_rows)
-        eb = quick_beam(data, w0, p.threads)
-        del w0
+        eb = quick_beam(data.uvw, data.freq, data.weight, p.weighting, p.robust, p.fov_deg, p.threads)
         info["expected_beam"] = eb.to_dict()
         cell = eb.bmin_arcsec / p.pixels_per_beam
     npix = p.imsize if p.imsize else good_even_size(math.ceil(p.fov_deg * 3600.0 / cell))

@@ -83,19 +83,23 @@ def choose_column(t, requested: str, fallback_to_data: bool = True) -> tuple[str
     raise PermanentStageError(f"data column unusable: {why}")
 
 
-def auto_chan_average(freq: np.ndarray, umax_m: float, fov_deg: float, max_beta: float = 0.3) -> int:
-    """Largest divisor k of nchan whose averaged channel keeps bandwidth smearing small.
+def auto_chan_average(freq: np.ndarray, umax_m: float, fov_deg: float, max_beta: float = 0.25,
+                      theta_rad: float | None = None) -> int:
+    """Largest divisor k of nchan keeping bandwidth smearing at the field edge small.
 
-    beta = (k * dnu / nu_min) * (fov/2) / theta, theta = 1 / u_max[lambda]
-    (the finest fringe; the restoring beam is larger, so the peak loss at the
-    field edge is < ~1% for beta <= 0.3).  Returns 1 if nothing qualifies.
+    beta = (k * dnu / nu_min) * (fov/2) / theta is the radial smearing at the
+    edge of the field in units of theta, the expected restoring beam's minor
+    axis FWHM if known (``theta_rad``), else the finest fringe 1/u_max.  For
+    a Gaussian beam the peak loss is about (ln 2 / 3) * beta^2 (~1.4% at the
+    field edge for beta = 0.25, much less inside).  Returns 1 if nothing
+    qualifies.
     """
     nchan = freq.size
     if nchan < 2 or umax_m <= 0:
         return 1
     dnu = abs(float(freq[1] - freq[0]))
     numin = float(freq.min())
-    theta = 1.0 / (umax_m * float(freq.max()) / 299792458.0)
+    theta = theta_rad if theta_rad else 1.0 / (umax_m * float(freq.max()) / 299792458.0)
     best = 1
     for k in range(1, nchan + 1):
         if nchan % k:
@@ -104,6 +108,27 @@ def auto_chan_average(freq: np.ndarray, umax_m: float, fov_deg: float, max_beta:
         if beta <= max_beta:
             best = k
     return best
+
+
+def read_uvw(ms_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(UVW of unflagged cross-correlation rows, CHAN_FREQ, row weights) — cheap planning read."""
+    tables = _tables()
+    if not os.path.isdir(ms_path):
+        raise PermanentStageError(f"measurement set not found: {ms_path}")
+    try:
+        with tables.table(ms_path, ack=False, readonly=True) as t:
+            a1, a2 = t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
+            keep = a1 != a2
+            if "FLAG_ROW" in t.colnames():
+                keep &= ~t.getcol("FLAG_ROW")
+            uvw = t.getcol("UVW")[keep]
+            w = t.getcol("WEIGHT")[keep].mean(axis=1).astype(np.float32) if "WEIGHT" in t.colnames() \
+                else np.ones(int(keep.sum()), np.float32)
+        with tables.table(os.path.join(ms_path, "SPECTRAL_WINDOW"), ack=False, readonly=True) as spw:
+            freq = np.asarray(spw.getcell("CHAN_FREQ", 0), dtype=np.float64)
+    except RuntimeError as exc:
+        raise PermanentStageError(f"cannot read {ms_path}: {exc}") from exc
+    return uvw, freq, w
 
 
 def read_ms(

@@ -43,8 +43,10 @@ class ImagingParams:
     max_major        cap on the number of major cycles.
     chan_average     average this many adjacent channels while reading
                      (must divide nchan); 0 = automatic: the largest factor
-                     keeping bandwidth smearing at the field edge small
-                     (see ``msread.auto_chan_average``); 1 = none.
+                     keeping bandwidth smearing at the field edge below a
+                     quarter of the expected beam's minor axis (see
+                     ``msread.auto_chan_average``, ``imager.plan_chan_average``);
+                     1 = none.  DSA-110 defaults give 6 (768 -> 128 channels).
     chunk_rows       rows read from the MS per casacore call.
     restoring_beam   (bmaj_arcsec, bmin_arcsec, bpa_deg) to restore with instead
                      of the Gaussian fitted to the PSF main lobe (None = fit).

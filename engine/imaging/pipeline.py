@@ -17,10 +17,19 @@ BACKENDS = ("builtin", "wsclean")
 
 
 def _run_builtin(ms_path: str, p: ImagingParams):
-    from .imager import make_image
+    from .imager import make_image, plan_chan_average
     from .msread import read_ms
 
-    data = read_ms(ms_path, p.data_column, p.fallback_to_data, p.chunk_rows, p.chan_average, p.fov_deg)
+    t0 = time.perf_counter()
+    k = p.chan_average
+    if k == 0:
+        try:
+            k, _ = plan_chan_average(ms_path, p)
+        except ValueError as exc:
+            raise PermanentStageError(f"{ms_path}: {exc}") from exc
+    t_plan = time.perf_counter() - t0
+    data = read_ms(ms_path, p.data_column, p.fallback_to_data, p.chunk_rows, k, p.fov_deg)
+    data.read_seconds += t_plan
     try:
         res = make_image(data, p)
     except ValueError as exc:

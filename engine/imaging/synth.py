@@ -42,6 +42,26 @@ def dsa_like_layout(nant: int, seed: int = 0, ew_len: float = 2500.0, ns_len: fl
     return enu
 
 
+def dsa110_like_layout(nant: int, seed: int = 0) -> np.ndarray:
+    """ENU positions of a DSA-110-like array: half the antennas in a dense
+    east-west core line (5.75 m spacing), ~35% on a 1.3 km north-south arm,
+    the rest as outriggers out to ~1.3 km (baselines up to ~2.6 km).
+    Approximate, for benchmarks; not the surveyed layout."""
+    rng = np.random.default_rng(seed)
+    n_core = nant // 2
+    n_ns = int(round(0.35 * nant))
+    n_out = nant - n_core - n_ns
+    enu = np.zeros((nant, 3))
+    enu[:n_core, 0] = (np.arange(n_core) - (n_core - 1) / 2) * 5.75
+    enu[n_core:n_core + n_ns, 1] = np.sort(rng.uniform(-1300.0, -20.0, n_ns))
+    enu[n_core:n_core + n_ns, 0] = rng.normal(0, 2, n_ns)
+    r = rng.uniform(400.0, 1300.0, n_out)
+    th = rng.uniform(0, 2 * np.pi, n_out)
+    enu[n_core + n_ns:, 0] = r * np.sin(th)
+    enu[n_core + n_ns:, 1] = r * np.cos(th)
+    return enu
+
+
 def enu_to_ecef(enu: np.ndarray, lat_deg=OVRO_LAT_DEG, lon_deg=OVRO_LON_DEG, h=OVRO_HEIGHT_M) -> np.ndarray:
     lat, lon = math.radians(lat_deg), math.radians(lon_deg)
     a, f = 6378137.0, 1 / 298.257223563
@@ -104,6 +124,7 @@ def make_synthetic_ms(
     observer: str = "synthetic",
     mjd_start: float = 61041.5,
     layout_seed: int = 0,
+    layout: str = "T",
 ) -> str:
     """Write a small MS v2 with point sources ``[(ra_deg, dec_deg, flux_jy), ...]``.
 
@@ -112,6 +133,8 @@ def make_synthetic_ms(
     S (unpolarised source, I = (XX+YY)/2 = S).  Autocorrelation rows are
     included (value sum S, no noise) as in real data.  Columns listed in
     ``columns`` but not in ``signal_columns`` are written as zeros.
+    ``layout`` "T" (``dsa_like_layout``, default for tests) or "dsa"
+    (``dsa110_like_layout``, dense core: beam closer to DSA-110's).
     """
     from casacore import tables as pt
 
@@ -119,7 +142,13 @@ def make_synthetic_ms(
     freqs = np.linspace(fmin, fmax, nchan) if nchan > 1 else np.array([0.5 * (fmin + fmax)])
     chan_width = (fmax - fmin) / max(nchan - 1, 1)
     ra0, dec0 = math.radians(ra0_deg), math.radians(dec0_deg)
-    enu = dsa_like_layout(nant, seed=layout_seed)
+    if layout == "dsa":
+        enu = dsa110_like_layout(nant, seed=layout_seed)
+    elif layout == "T":
+        enu = dsa_like_layout(nant, seed=layout_seed)
+    else:
+        raise ValueError(f"unknown layout {layout!r}")
+    linear = nchan > 1 and np.allclose(np.diff(freqs), freqs[1] - freqs[0])
     a1, a2 = np.triu_indices(nant)  # includes autos
     nbl = a1.size
     nrow = nbl * ntime
@@ -142,13 +171,21 @@ def make_synthetic_ms(
         uvw = auvw[a2] - auvw[a1]
         vis = np.zeros((nbl, nchan), dtype=np.complex128)
         for k in range(src.shape[0]):
-            phase = uvw[:, 0:1] * l[k] + uvw[:, 1:2] * m[k] + uvw[:, 2:3] * (n[k] - 1.0)
-            vis += src[k, 2] * np.exp(2j * np.pi * phase * (freqs / C)[None, :])
-        data = np.repeat(vis[:, :, None], 2, axis=2)
+            phase = uvw[:, 0] * l[k] + uvw[:, 1] * m[k] + uvw[:, 2] * (n[k] - 1.0)
+            if linear:  # exp(2 pi i phase f / c) by recurrence over equally spaced channels
+                term = np.empty((nbl, nchan), dtype=np.complex128)
+                term[:, 0] = src[k, 2] * np.exp(2j * np.pi * phase * freqs[0] / C)
+                term[:, 1:] = np.exp(2j * np.pi * phase * (freqs[1] - freqs[0]) / C)[:, None]
+                vis += np.cumprod(term, axis=1)
+            else:
+                vis += src[k, 2] * np.exp(2j * np.pi * phase[:, None] * (freqs / C)[None, :])
+        data = np.repeat(vis.astype(np.complex64)[:, :, None], 2, axis=2)
         if noise_jy > 0:
             cross = (a1 != a2)[:, None, None]
-            noise = rng.normal(0, noise_jy, data.shape) + 1j * rng.normal(0, noise_jy, data.shape)
-            data = data + noise * cross
+            noise = np.empty(data.shape, dtype=np.complex64)
+            noise.real = rng.standard_normal(data.shape, dtype=np.float32)
+            noise.imag = rng.standard_normal(data.shape, dtype=np.float32)
+            data += (noise_jy * noise) * cross
         flags = np.zeros(data.shape, dtype=bool)
         if flag_fraction > 0:
             flags = np.repeat((rng.random((nbl, nchan)) < flag_fraction)[:, :, None], 2, axis=2)
@@ -161,7 +198,7 @@ def make_synthetic_ms(
         t.putcol("FLAG", flags, startrow=s, nrow=nbl)
         for c in columns:
             val = data if c in signal_columns else np.zeros_like(data)
-            t.putcol(c, val.astype(np.complex64), startrow=s, nrow=nbl)
+            t.putcol(c, val, startrow=s, nrow=nbl)
     t.putcol("INTERVAL", np.full(nrow, int_time))
     t.putcol("EXPOSURE", np.full(nrow, int_time))
     t.putcol("WEIGHT", np.full((nrow, 2), w_val, dtype=np.float32))
