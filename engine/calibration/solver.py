@@ -123,17 +123,45 @@ def calibrator_model(cal: Calibrator, uvw_m: np.ndarray, times_s: np.ndarray, fr
 
 # ----------------------------------------------------------------------------- StEFCal
 
+def _initial_guess(A: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """Rank-one starting point from each problem's best-connected antenna r:
+    g_p ~ (A_pr / D_pr) / conj(g_r) with |g_r| = sqrt(median_p |A_pr / D_pr|)."""
+    nprob, nant = A.shape[:2]
+    r = np.argmax(D.sum(axis=2), axis=1)
+    k = np.arange(nprob)
+    a = A[k, :, r]
+    d = D[k, :, r]
+    x = np.where(d > 0, a / np.where(d > 0, d, 1), 0)
+    mag = np.abs(x)
+    med = np.sqrt(np.median(np.where(d > 0, mag, np.nan), axis=1)) if nant > 1 else np.ones(nprob)
+    med = np.where(np.isfinite(med) & (med > 0), med, 1.0)
+    g = x / med[:, None]
+    g[k, r] = med
+    bad = (d <= 0) | ~np.isfinite(g)
+    bad[k, r] = False
+    g[bad] = med[np.nonzero(bad)[0]]
+    return g
+
+
 def stefcal(A: np.ndarray, D: np.ndarray, g0: np.ndarray | None = None, *, max_iter: int = 200,
             tol: float = 1e-6) -> tuple[np.ndarray, int, np.ndarray]:
     """Batched StEFCal.
 
-    A: (nprob, nant, nant) complex Hermitian, D: (nprob, nant, nant) real >= 0.
-    Solves ``A_pq ~ g_p D_pq g_q^*`` style normal equations for every problem at
-    once.  Returns (g (nprob, nant) complex128, iterations used, final relative
+    A: (nprob, nant, nant) complex Hermitian, D: (nprob, nant, nant) real >= 0,
+    with ``A_pq = sum w V_pq conj(M_pq)`` and ``D_pq = sum w |M_pq|^2``; solves
+    ``V ~ g_p M_pq g_q^*`` for every problem at once (Salvini & Wijnholds 2014,
+    with averaging of every second iterate).  Computation is in A's precision
+    (pass complex64 for speed, complex128 for exactness).  g0 None starts from a
+    rank-one estimate.  Returns (g (nprob, nant), iterations, final relative
     change per problem).  Antennas without data get g = 0.
     """
     nprob, nant = A.shape[:2]
-    g = np.ones((nprob, nant), dtype=np.complex128) if g0 is None else np.array(g0, dtype=np.complex128)
+    cdt = np.complex64 if A.dtype == np.complex64 else np.complex128
+    rdt = np.float32 if cdt == np.complex64 else np.float64
+    A = A.astype(cdt, copy=False)
+    D = D.astype(rdt, copy=False)
+    g = _initial_guess(A, D) if g0 is None else np.array(g0)
+    g = g.astype(cdt)
     g[~np.isfinite(g)] = 1.0
     has = D.sum(axis=2) > 0
     g[has & (g == 0)] = 1.0
@@ -141,11 +169,14 @@ def stefcal(A: np.ndarray, D: np.ndarray, g0: np.ndarray | None = None, *, max_i
     active = np.arange(nprob)
     it = 0
     for it in range(1, max_iter + 1):
-        Aa, Da, ga = A[active], D[active], g[active]
-        num = np.matmul(Aa, ga[..., None])[..., 0]
-        den = np.matmul(Da, (ga.real ** 2 + ga.imag ** 2)[..., None])[..., 0]
+        if active.size == nprob:
+            Aa, Da, ga = A, D, g
+        else:
+            Aa, Da, ga = A[active], D[active], g[active]
+        num = np.einsum("kpq,kq->kp", Aa, ga)
+        den = np.einsum("kpq,kq->kp", Da, (ga.real ** 2 + ga.imag ** 2))
         ok = den > 0
-        gn = np.where(ok, num / np.where(ok, den, 1.0), 0.0)
+        gn = np.where(ok, num / np.where(ok, den, 1.0), 0.0).astype(cdt)
         if it % 2 == 0:
             gn = 0.5 * (gn + ga)
         norm = np.linalg.norm(gn, axis=1)
@@ -289,17 +320,24 @@ def _expand_model(model_t: np.ndarray) -> np.ndarray:
 def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | None,
                       ant1: np.ndarray, ant2: np.ndarray, times_s: np.ndarray,
                       freqs_hz: np.ndarray, *, nant: int | None = None, refant: int | None = None,
-                      solint_s: float | None = None, n_rounds: int = 2, outlier_sigma: float = 5.0,
-                      baseline_excess: float = 3.0, min_snr: float = 3.0, min_baselines: int = 4,
-                      max_iter: int = 200, tol: float = 1e-6) -> SolveResult:
-    """Solve bandpass B then gains G (alternating ``n_rounds`` times), flag
-    residual outliers (|r| > outlier_sigma x per-component noise, and whole
-    baseline-polarisations whose mean clipped residual power exceeds
-    ``baseline_excess`` x the global one), then re-solve once.
+                      solint_s: float | None = None, n_rounds: int = 2, outlier_sigma: float | None = 5.0,
+                      baseline_excess: float = 1.5, min_snr: float = 3.0, min_baselines: int = 4,
+                      max_iter: int = 100, tol: float = 1e-5) -> SolveResult:
+    """Solve bandpass B and gains G by alternating StEFCal solves.
 
-    refant: antenna index to reference phases to (default: the one with most
-    unflagged data).  solint_s: gain interval in seconds (None = per
-    integration, math.inf = whole observation).
+    Round 1: B from the time-summed model-weighted data (G = 1), then G.
+    Before round 2, residuals with the round-1 solution flag outliers:
+    samples with |r| > outlier_sigma x the per-component noise, and whole
+    baseline-polarisations whose mean clipped residual amplitude exceeds
+    ``baseline_excess`` x the median over baselines; then B and G are solved
+    again (``n_rounds`` rounds in all, one more if more than 0.1 % of the data
+    was flagged as outliers).  The noise and the SNRs come from residuals of
+    the final solution on a subsample of integrations.
+
+    refant: antenna to reference phases to (default: most unflagged data).
+    solint_s: gain interval in seconds (None = per integration, math.inf =
+    whole observation).  Each data pass runs over integrations one at a time
+    with preallocated buffers (vectorised over baselines, channels and pols).
     """
     vis = np.asarray(vis)
     T, Nb, C, P = vis.shape
@@ -311,7 +349,8 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     fl = np.zeros(vis.shape, dtype=bool) if flags is None else np.array(flags, dtype=bool, copy=True)
     auto = ant1 == ant2
     fl[:, auto] = True
-    fl |= ~np.isfinite(vis)
+    for t in range(T):
+        fl[t] |= ~np.isfinite(vis[t])
     cross = ~auto
     a1c, a2c = ant1[cross], ant2[cross]
 
@@ -324,149 +363,179 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
 
     tidx, gtimes, gint = solution_intervals(times_s, solint_s)
     K = gtimes.size
+    iters: dict = {"bandpass": [], "gains": [], "bandpass_s": 0.0, "gains_s": 0.0, "residual_s": 0.0,
+                   "prepare_s": 0.0}
+    tmpc = np.empty((Nb, C, P), np.complex64)
+    tmpf = np.empty((Nb, C, P), np.float32)
 
-    # Model-weighted data Y = w V conj(M) and weights Wm = w |M|^2 (one data pass).
+    # ---- pass 0: model-weighted data Y = w V conj(M), weights Wm = w |M|^2 and their time sums
+    t0 = time.perf_counter()
     Y = np.empty((T, Nb, C, P), dtype=np.complex64)
     Wm = np.empty((T, Nb, C, P), dtype=np.float32)
+    A_B = np.zeros((Nb, C, P), np.complex64)
+    D_B = np.zeros((Nb, C, P), np.float32)
+    for t in range(T):
+        m = _expand_model(model[t])
+        np.multiply(vis[t], np.conj(m), out=Y[t])
+        np.copyto(Y[t], 0, where=fl[t])
+        np.copyto(Wm[t], (m.real ** 2 + m.imag ** 2).astype(np.float32))
+        np.copyto(Wm[t], 0, where=fl[t])
+        A_B += Y[t]
+        D_B += Wm[t]
+    iters["prepare_s"] = time.perf_counter() - t0
 
-    def build_weighted():
-        for t in range(T):
-            m = _expand_model(model[t])
-            w = ~fl[t]
-            np.multiply(vis[t], np.conj(m), out=Y[t])
-            Y[t][~w] = 0
-            np.multiply(w, (m.real ** 2 + m.imag ** 2), out=Wm[t])
-    _t = time.perf_counter()
-    build_weighted()
-    prepare_s = time.perf_counter() - _t
-
-    B = np.ones((nant, C, P), dtype=np.complex128)
-    G = np.ones((K, nant, P), dtype=np.complex128)
+    B = np.ones((nant, C, P), dtype=np.complex64)
+    G = np.ones((K, nant, P), dtype=np.complex64)
     Bflag = np.zeros((nant, C, P), dtype=bool)
     Gflag = np.zeros((K, nant, P), dtype=bool)
-    iters: dict = {"bandpass": [], "gains": [], "bandpass_s": 0.0, "gains_s": 0.0, "residual_s": 0.0,
-                   "prepare_s": prepare_s}
-    sigma2 = np.ones(P)
     Bden = np.zeros((nant, C, P))
     Gden = np.zeros((K, nant, P))
 
-    def timed(key):
-        def deco(fn):
-            def run(*a, **k):
-                t0 = time.perf_counter()
-                try:
-                    return fn(*a, **k)
-                finally:
-                    iters[key] += time.perf_counter() - t0
-            return run
-        return deco
-
-    @timed("bandpass_s")
-    def solve_B():
-        nonlocal B, Bflag, Bden
-        A = np.zeros((Nb, C, P), dtype=np.complex128)
-        Dm = np.zeros((Nb, C, P), dtype=np.float64)
-        for t in range(T):
-            g = G[tidx[t]]
-            gg = g[ant1] * np.conj(g[ant2])                       # (Nb, P)
-            A += Y[t] * np.conj(gg)[:, None, :]
-            Dm += Wm[t] * (np.abs(gg) ** 2)[:, None, :]
-        Am = _to_matrices(A[cross].reshape(-1, C * P), a1c, a2c, nant, True)
-        Dmat = _to_matrices(Dm[cross].reshape(-1, C * P), a1c, a2c, nant, False)
-        g0 = B.reshape(nant, C * P).T
-        sol, nit, _ = stefcal(Am, Dmat, g0, max_iter=max_iter, tol=tol)
-        den = np.matmul(Dmat, (np.abs(sol) ** 2)[..., None])[..., 0]
+    def finish(sol, Dmat, key):
+        den = np.einsum("kpq,kq->kp", Dmat, (np.abs(sol) ** 2).astype(Dmat.dtype)).astype(np.float64)
         nbl_ok = (Dmat > 0).sum(axis=2)
         sfl = (den <= 0) | (nbl_ok < min_baselines) | (np.abs(sol) == 0)
         sol = _reference(sol, sfl, ranking)
         sol[sfl] = 0
-        iters["bandpass"].append(nit)
-        B = sol.T.reshape(nant, C, P)
-        Bflag = sfl.T.reshape(nant, C, P)
-        Bden = den.T.reshape(nant, C, P)
-        B, norm = normalise_bandpass(B, Bflag)
-        Bden = Bden * (np.abs(norm) ** 2)[:, None, :]
+        return sol, sfl, den
 
-    @timed("gains_s")
-    def solve_G():
+    def solve_B(A, D, warm):
+        nonlocal B, Bflag, Bden
+        t0 = time.perf_counter()
+        Am = _to_matrices(A[cross].reshape(-1, C * P), a1c, a2c, nant, True).astype(np.complex64)
+        Dmat = _to_matrices(D[cross].reshape(-1, C * P), a1c, a2c, nant, False).astype(np.float32)
+        g0 = B.reshape(nant, C * P).T if warm else None
+        sol, nit, _ = stefcal(Am, Dmat, g0, max_iter=max_iter, tol=tol)
+        sol, sfl, den = finish(sol, Dmat, "bandpass")
+        iters["bandpass"].append(nit)
+        Bn = sol.T.reshape(nant, C, P)
+        Bflag = sfl.T.reshape(nant, C, P)
+        Bn, norm = normalise_bandpass(Bn, Bflag)
+        B = Bn.astype(np.complex64)
+        Bden = den.T.reshape(nant, C, P) * (np.abs(norm) ** 2)[:, None, :]
+        iters["bandpass_s"] += time.perf_counter() - t0
+
+    def pass_G():
+        """Accumulate and solve G with the current B (one data pass)."""
         nonlocal G, Gflag, Gden
+        t0 = time.perf_counter()
+        bb = B[ant1] * np.conj(B[ant2])                                   # (Nb, C, P)
+        bbc = np.conj(bb)
+        bb2 = (bb.real ** 2 + bb.imag ** 2).astype(np.float32)
         A = np.zeros((K, Nb, P), dtype=np.complex128)
-        Dm = np.zeros((K, Nb, P), dtype=np.float64)
-        bb = B[ant1] * np.conj(B[ant2])                           # (Nb, C, P)
-        bbc = np.conj(bb).astype(np.complex64)
-        bb2 = (np.abs(bb) ** 2).astype(np.float32)
+        D = np.zeros((K, Nb, P), dtype=np.float64)
         for t in range(T):
             k = tidx[t]
-            A[k] += np.einsum("bcp,bcp->bp", Y[t], bbc)
-            Dm[k] += np.einsum("bcp,bcp->bp", Wm[t], bb2)
+            np.multiply(Y[t], bbc, out=tmpc)
+            A[k] += tmpc.sum(axis=1)
+            np.multiply(Wm[t], bb2, out=tmpf)
+            D[k] += tmpf.sum(axis=1)
         Am = _to_matrices(A[:, cross].transpose(1, 0, 2).reshape(-1, K * P), a1c, a2c, nant, True)
-        Dmat = _to_matrices(Dm[:, cross].transpose(1, 0, 2).reshape(-1, K * P), a1c, a2c, nant, False)
-        g0 = G.transpose(0, 2, 1).reshape(K * P, nant)
+        Dmat = _to_matrices(D[:, cross].transpose(1, 0, 2).reshape(-1, K * P), a1c, a2c, nant, False)
+        warm = bool(iters["gains"])
+        g0 = G.transpose(0, 2, 1).reshape(K * P, nant) if warm else None
         sol, nit, _ = stefcal(Am, Dmat, g0, max_iter=max_iter, tol=tol)
-        den = np.matmul(Dmat, (np.abs(sol) ** 2)[..., None])[..., 0]
-        nbl_ok = (Dmat > 0).sum(axis=2)
-        sfl = (den <= 0) | (nbl_ok < min_baselines) | (np.abs(sol) == 0)
-        sol = _reference(sol, sfl, ranking)
-        sol[sfl] = 0
+        sol, sfl, den = finish(sol, Dmat, "gains")
         iters["gains"].append(nit)
-        G = sol.reshape(K, P, nant).transpose(0, 2, 1)
+        G = sol.reshape(K, P, nant).transpose(0, 2, 1).astype(np.complex64)
         Gflag = sfl.reshape(K, P, nant).transpose(0, 2, 1)
         Gden = den.reshape(K, P, nant).transpose(0, 2, 1)
+        iters["gains_s"] += time.perf_counter() - t0
 
-    @timed("residual_s")
-    def residual_pass(flag_outliers: bool) -> int:
-        """Robust noise estimate; optionally flag outliers. Returns number newly flagged."""
-        nonlocal sigma2
-        # 1) robust sigma^2 per pol from a subsample of times: median |r|^2 / ln 2
-        samp_t = np.unique(np.linspace(0, T - 1, min(T, 6)).astype(int))
-        med = np.zeros(P)
+    def noise_sigma2(times_sample) -> np.ndarray:
+        """Robust E|r|^2 per pol (median |r|^2 / ln 2) on some integrations."""
+        bb = B[ant1[cross]] * np.conj(B[ant2[cross]])
+        vals = [[] for _ in range(P)]
+        for t in times_sample:
+            g = G[tidx[t]]
+            gg = g[a1c] * np.conj(g[a2c])
+            m = _expand_model(model[t][cross])
+            r = vis[t][cross] - m * bb * gg[:, None, :]
+            ok = ~fl[t][cross]
+            for p in range(P):
+                rp = r[..., p][ok[..., p]]
+                vals[p].append(rp.real ** 2 + rp.imag ** 2)
+        out = np.ones(P)
         for p in range(P):
-            vals = []
-            for t in samp_t:
-                r = vis[t, cross, :, p] - corrupt_model(model[t][cross] if model.ndim == 3
-                                                        else model[t][cross][..., p:p + 1],
-                                                        a1c, a2c, B[..., p:p + 1], G[tidx[t]][:, p:p + 1])[..., 0]
-                ok = ~fl[t, cross, :, p]
-                vals.append((r.real ** 2 + r.imag ** 2)[ok])
-            v = np.concatenate(vals)
-            med[p] = np.median(v) / math.log(2.0) if v.size else 1.0
-        sigma2 = np.where(med > 0, med, 1.0)
-        if not flag_outliers:
-            return 0
-        thr = outlier_sigma ** 2 / 2.0   # |r|^2 / sigma^2 threshold (sigma^2 = 2 sigma_component^2)
-        before = int(fl.sum())
-        blpow = np.zeros((Nb, P))
-        blcnt = np.zeros((Nb, P))
-        for t in range(T):
-            r = vis[t] - corrupt_model(model[t], ant1, ant2, B, G[tidx[t]])
-            z = (r.real ** 2 + r.imag ** 2) / sigma2
-            ok = ~fl[t]
-            fl[t] |= z > thr
-            blpow += np.where(ok, np.minimum(z, thr), 0).sum(axis=1)
-            blcnt += ok.sum(axis=1)
-        excess = blpow / np.maximum(blcnt, 1)
-        bad_bl = (excess > baseline_excess * np.median(excess[cross])) & cross[:, None]
-        for p in range(P):   # whole baseline-polarisations with excess residual power
-            if bad_bl[:, p].any():
-                fl[:, bad_bl[:, p], :, p] = True
-        # zero the weighted data where newly flagged
-        for t in range(T):
-            Y[t][fl[t]] = 0
-            Wm[t][fl[t]] = 0
-        return int(fl.sum()) - before
+            v = np.concatenate(vals[p]) if vals[p] else np.array([])
+            if v.size:
+                med = float(np.median(v)) / math.log(2.0)
+                out[p] = med if med > 0 else 1.0
+        return out
 
-    # one B/G round, residual-based outlier flagging, then the remaining rounds
-    # (all n_rounds again if outliers were flagged: the first G/B may be biased by them)
-    solve_B()
-    solve_G()
-    n_out = residual_pass(flag_outliers=outlier_sigma is not None and outlier_sigma > 0)
-    for _ in range(max(1, n_rounds) if n_out else max(0, n_rounds - 1)):
-        solve_B()
-        solve_G()
-    residual_pass(flag_outliers=False)
+    def pass_residual_B(flag_outliers: bool) -> tuple[np.ndarray, np.ndarray, int]:
+        """One data pass: flag residual outliers of the current (B, G) and
+        accumulate the next bandpass normal equations with the current G."""
+        t0 = time.perf_counter()
+        A = np.zeros((Nb, C, P), np.complex64)
+        D = np.zeros((Nb, C, P), np.float32)
+        n_new = 0
+        bb = B[ant1] * np.conj(B[ant2])
+        blsum = np.zeros((Nb, P))
+        if flag_outliers:
+            sig2 = noise_sigma2(np.unique(np.linspace(0, T - 1, min(T, 4)).astype(int)))
+            thr_amp = (outlier_sigma * np.sqrt(sig2 / 2.0)).astype(np.float32)     # per pol
+        for t in range(T):
+            g = G[tidx[t]]
+            gg = g[ant1] * np.conj(g[ant2])                                   # (Nb, P)
+            if flag_outliers:
+                np.multiply(bb, gg[:, None, :], out=tmpc)
+                np.multiply(tmpc, _expand_model(model[t]), out=tmpc)
+                np.subtract(vis[t], tmpc, out=tmpc)
+                np.abs(tmpc, out=tmpf)
+                new = tmpf > thr_amp
+                new &= ~fl[t]
+                nn = int(np.count_nonzero(new))
+                if nn:
+                    n_new += nn
+                    fl[t] |= new
+                    np.copyto(Y[t], 0, where=new)
+                    np.copyto(Wm[t], 0, where=new)
+                np.copyto(tmpf, 0, where=fl[t])
+                np.minimum(tmpf, thr_amp, out=tmpf)
+                blsum += tmpf.sum(axis=1)
+            np.multiply(Y[t], np.conj(gg)[:, None, :], out=tmpc)
+            A += tmpc
+            D += Wm[t] * (gg.real ** 2 + gg.imag ** 2).astype(np.float32)[:, None, :]
+        if flag_outliers:
+            nok = (~fl[:, cross]).sum(axis=(0, 2))                           # (Nbc, P)
+            mean_amp = np.where(nok > 0, blsum[cross] / np.maximum(nok, 1), np.nan)
+            med = np.nanmedian(mean_amp, axis=0) if np.isfinite(mean_amp).any() else np.ones(P)
+            bad = np.zeros((Nb, P), bool)
+            bad[cross] = mean_amp > baseline_excess * med[None, :]
+            for p in range(P):
+                if bad[:, p].any():
+                    sel = np.nonzero(bad[:, p])[0]
+                    n_new += int((~fl[:, sel, :, p]).sum())
+                    fl[:, sel, :, p] = True
+                    Y[:, sel, :, p] = 0
+                    Wm[:, sel, :, p] = 0
+                    A[sel, :, p] = 0
+                    D[sel, :, p] = 0
+        iters["residual_s"] += time.perf_counter() - t0
+        return A, D, n_new
 
-    sig2 = sigma2[None, None, :]
-    bsnr = np.abs(B) * np.sqrt(np.maximum(Bden, 0) / sig2)
+    # round 1
+    solve_B(A_B, D_B, warm=False)
+    del A_B, D_B
+    pass_G()
+    n_out = 0
+    rounds = max(1, n_rounds)
+    r = 1
+    while r < rounds:
+        A, D, n_new = pass_residual_B(flag_outliers=(r == 1 and outlier_sigma is not None and outlier_sigma > 0))
+        if r == 1:
+            n_out = n_new
+            if n_new > 1e-3 * fl[:, cross].size:
+                rounds += 1
+        solve_B(A, D, warm=True)
+        pass_G()
+        r += 1
+
+    t0 = time.perf_counter()
+    sigma2 = noise_sigma2(np.unique(np.linspace(0, T - 1, min(T, 6)).astype(int)))
+    iters["residual_s"] += time.perf_counter() - t0
+    bsnr = np.abs(B) * np.sqrt(np.maximum(Bden, 0) / sigma2[None, None, :])
     gsnr = np.abs(G) * np.sqrt(np.maximum(Gden, 0) / sigma2[None, None, :])
     Bflag |= bsnr < min_snr
     Gflag |= gsnr < min_snr
