@@ -49,6 +49,7 @@ import resource
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -377,7 +378,9 @@ def convert_group(files: Sequence[str | os.PathLike], out_ms: str | os.PathLike,
                            history_fn=lambda: _history(files, convention, ref, ra0, dec0, tel_name,
                                                        ms_telescope_name, missing, stream.n_nan),
                            imaging_columns=imaging_columns, chunk_rows=chunk_rows, timer=timer)
-        timer.add("write", time.perf_counter() - t0 - stream.spent)
+        timer.add("write_total", time.perf_counter() - t0)
+        timer.t["write"] = sum(timer.t.get(k, 0.0) for k in ("write_meta", "write_data", "write_subtables",
+                                                             "write_close"))
         t0 = time.perf_counter()
         _validate_ms(tmp, checks=checks, nrow=nrow, nchan=nchan, pos=pos, a1=a1, a2=a2, uvw=uvw_ms)
         timer.add("validate", time.perf_counter() - t0)
@@ -488,24 +491,36 @@ def _write_ms(path: Path, *, stream: "_Stream", uvw, a1, a2, times_jd, int_time,
         n = min(chunk_rows, nrow)
         check_starts = sorted({0, max(0, (nrow // 2) // n * n), max(0, (nrow - 1) // n * n)})
         checks = {}
-        for s in range(0, nrow, chunk_rows):
-            e = min(nrow, s + chunk_rows)
-            blk, fblk, wblk = stream.block(s, e)
-            k = e - s
-            ms.putcol("DATA", blk, startrow=s, nrow=k)
-            ms.putcol("FLAG", fblk, startrow=s, nrow=k)
-            flag_row[s:e] = fblk.reshape(k, -1).all(axis=1)
-            weight[s:e] = wblk
-            if imaging_columns:
-                ms.putcol("CORRECTED_DATA", blk, startrow=s, nrow=k)
-                ms.putcol("MODEL_DATA", zchunk[:k], startrow=s, nrow=k)
-            if s in check_starts:
-                checks[s] = (blk.copy(), fblk.copy())
+        starts = list(range(0, nrow, chunk_rows))
+        # produce block i+1 (read, phase, reorder: h5py + numpy) in a helper thread
+        # while this thread writes block i; only this thread touches casacore
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="convert-read") as pool:
+            fut = pool.submit(stream.block, 0, min(nrow, chunk_rows))
+            for bi, s in enumerate(starts):
+                e = min(nrow, s + chunk_rows)
+                tw = time.perf_counter()
+                blk, fblk, wblk = fut.result()
+                timer.add("wait_for_blocks", time.perf_counter() - tw)
+                if bi + 1 < len(starts):
+                    s2 = starts[bi + 1]
+                    fut = pool.submit(stream.block, s2, min(nrow, s2 + chunk_rows))
+                tw = time.perf_counter()
+                k = e - s
+                ms.putcol("DATA", blk, startrow=s, nrow=k)
+                ms.putcol("FLAG", fblk, startrow=s, nrow=k)
+                flag_row[s:e] = fblk.reshape(k, -1).all(axis=1)
+                weight[s:e] = wblk
+                if imaging_columns:
+                    ms.putcol("CORRECTED_DATA", blk, startrow=s, nrow=k)
+                    ms.putcol("MODEL_DATA", zchunk[:k], startrow=s, nrow=k)
+                if s in check_starts:      # keep a sample of rows to compare after re-opening
+                    m = min(k, 256)
+                    checks[s] = (blk[:m].copy(), fblk[:m].copy())
+                timer.add("write_data", time.perf_counter() - tw)
         ms.putcol("FLAG_ROW", flag_row)
         ms.putcol("WEIGHT", weight)
         sigma = np.where(weight > 0, 1.0 / np.sqrt(np.maximum(weight, 1e-30)), 0.0)
         ms.putcol("SIGMA", sigma.astype(np.float32))
-        timer.add("write_data", time.perf_counter() - t0 - stream.spent)
         t0 = time.perf_counter()
         _write_subtables(ms, path, header=header, grid=grid, width=width, npol=npol, ra0=ra0,
                          dec0=dec0, t_first=float(tmjd.min()), t_last=float(tmjd.max()),
@@ -732,11 +747,15 @@ class _Stream:
         self.timer = timer
         self.n_nan = 0
         self.flagged = 0
-        self.spent = 0.0            # time spent inside block() (excluded from "write")
         self.readers = []
         self._full = {}
         self._bufs = {}
-        self._out = None
+        self._outs = [None, None]
+        self._slot = 0
+        f0 = headers[0].freq_array
+        self._same_layout = [h.nfreqs == len(f0) and np.allclose(h.freq_array - h.freq_array[0], f0 - f0[0],
+                                                                 rtol=0, atol=1e-3)
+                             for h in headers]
         self._vtype = np.dtype((np.void, 8 * npol))
         self._ftype = np.dtype((np.void, npol))
         self._ones_cache = {}
@@ -786,12 +805,18 @@ class _Stream:
         ns[:k] = n_[rows]
 
     def block(self, s, e):
-        t_start = time.perf_counter()
+        """MS rows [s, e) as (DATA, FLAG, WEIGHT).  Alternates between two output
+        buffers, so the previous block may still be in use (being written) while
+        this one is produced."""
         k = e - s
-        if self._out is None or self._out[0].shape[0] < k:
-            self._out = (np.empty((k, self.nchan, self.npol), np.complex64),
-                         np.empty((k, self.nchan, self.npol), bool))
-        data, flags = self._out[0][:k], self._out[1][:k]
+        slot = self._slot
+        self._slot ^= 1
+        out = self._outs[slot]
+        if out is None or out[0].shape[0] < k:
+            out = (np.empty((k, self.nchan, self.npol), np.complex64),
+                   np.empty((k, self.nchan, self.npol), bool))
+            self._outs[slot] = out
+        data, flags = out[0][:k], out[1][:k]
         if self.missing_chan.any():
             data[:, self.missing_chan] = 0
             flags[:, self.missing_chan] = True
@@ -800,19 +825,34 @@ class _Stream:
         delay = self.delay[rows]
         swap = self.swap[rows]
         any_swap = bool(swap.any())
+        base = None
         for i, (h, dest) in enumerate(zip(self.headers, self.dests)):
             vis, fl, ns = (b[:k] for b in self._buffers(k, h.nfreqs))
             t0 = time.perf_counter()
             self._read(i, s, e, vis, fl, ns)
             t1 = time.perf_counter()
             self.timer.add("read", t1 - t0)
-            bad = ~np.isfinite(vis)
-            if bad.any():
+            # cheap screen first: a sum is finite unless a sample is NaN/Inf
+            # (or the sum overflows, then the exact test below finds nothing)
+            if not np.isfinite(np.add.reduce(vis.reshape(-1))):
+                bad = ~np.isfinite(vis)
                 nb = int(bad.sum())
-                vis[bad] = 0
-                fl |= bad
-                self.n_nan += nb
-            ph = inst.delay_phasor(delay, h.freq_array)        # exp(+2 pi i d f / c)
+                if nb:
+                    vis[bad] = 0
+                    fl |= bad
+                    self.n_nan += nb
+            # exp(+2 pi i d f / c): channels of every subband share the layout of the
+            # first one, up to a per-row factor exp(2 pi i d (f0_i - f0_ref) / c)
+            if self._same_layout[i]:
+                if base is None:
+                    base = inst.delay_phasor(delay, self.headers[0].freq_array)
+                off = h.freq_array[0] - self.headers[0].freq_array[0]
+                if off:
+                    ph = base * np.exp((2j * np.pi * off / inst.C_M_S) * delay).astype(np.complex64)[:, None]
+                else:
+                    ph = base
+            else:
+                ph = inst.delay_phasor(delay, h.freq_array)
             # MS value = conj(V exp(-2 pi i d f/c)) = conj(V) * ph   (rows not swapped)
             np.conjugate(vis, out=vis)
             vis *= ph[:, :, None]
@@ -844,5 +884,4 @@ class _Stream:
         # phasors are finite, so the block holds no NaN/Inf
         self.flagged += int(np.count_nonzero(flags))
         nch_present = max(1, int((~self.missing_chan).sum()))
-        self.spent += time.perf_counter() - t_start
         return data, flags, (wsum / nch_present).astype(np.float32)
