@@ -43,22 +43,24 @@ def dsa_like_layout(nant: int, seed: int = 0, ew_len: float = 2500.0, ns_len: fl
 
 
 def dsa110_like_layout(nant: int, seed: int = 0) -> np.ndarray:
-    """ENU positions of a DSA-110-like array: half the antennas in a dense
-    east-west core line (5.75 m spacing), ~35% on a 1.3 km north-south arm,
-    the rest as outriggers out to ~1.3 km (baselines up to ~2.6 km).
-    Approximate, for benchmarks; not the surveyed layout."""
+    """ENU positions of a DSA-110-like array: half the antennas on a 0.9 km
+    east-west arm, 46% on a 0.6 km north-south arm, the rest (~4%) as
+    outriggers 0.3-1 km from the centre.  Tuned so that 96 antennas, 24 x
+    12.88 s at dec +37 give a Briggs-0 beam of ~52" x 36" (DSA-110: ~50" x
+    34"); approximate, for benchmarks; not the surveyed layout."""
     rng = np.random.default_rng(seed)
-    n_core = nant // 2
-    n_ns = int(round(0.35 * nant))
-    n_out = nant - n_core - n_ns
+    n_ew = nant // 2
+    n_ns = int(round(0.46 * nant))
+    n_out = nant - n_ew - n_ns
     enu = np.zeros((nant, 3))
-    enu[:n_core, 0] = (np.arange(n_core) - (n_core - 1) / 2) * 5.75
-    enu[n_core:n_core + n_ns, 1] = np.sort(rng.uniform(-1300.0, -20.0, n_ns))
-    enu[n_core:n_core + n_ns, 0] = rng.normal(0, 2, n_ns)
-    r = rng.uniform(400.0, 1300.0, n_out)
+    enu[:n_ew, 0] = np.linspace(-450.0, 450.0, n_ew) + rng.normal(0, 2, n_ew)
+    enu[:n_ew, 1] = rng.normal(0, 2, n_ew)
+    enu[n_ew:n_ew + n_ns, 1] = np.sort(rng.uniform(-600.0, -20.0, n_ns))
+    enu[n_ew:n_ew + n_ns, 0] = rng.normal(0, 2, n_ns)
+    r = rng.uniform(300.0, 1000.0, n_out)
     th = rng.uniform(0, 2 * np.pi, n_out)
-    enu[n_core + n_ns:, 0] = r * np.sin(th)
-    enu[n_core + n_ns:, 1] = r * np.cos(th)
+    enu[n_ew + n_ns:, 0] = r * np.sin(th)
+    enu[n_ew + n_ns:, 1] = r * np.cos(th)
     return enu
 
 
