@@ -135,6 +135,18 @@ def test_pyuvdata_reads_ms_with_same_visibilities_as_its_own_conversion(tiny, tm
     _assert_same_vis(_uv(ref_ms), ours)
 
 
+def test_runs_in_a_process_pool(tiny, tmp_path):
+    """Plain top-level function with picklable arguments and result (the engine's executor)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    g, res, _ = tiny
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        r = pool.submit(convert_group, [str(p) for p in g.files], str(tmp_path / "pool.ms")).result()
+    assert r.rows == res.rows and r.ms_path == str(tmp_path / "pool.ms")
+    assert r.as_dict()["channels"] == 768
+
+
 def test_block_size_does_not_change_the_ms(tiny, tmp_path):
     """Streaming in many row blocks (with read-ahead) writes exactly the same MS."""
     g, res, _ = tiny

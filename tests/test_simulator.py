@@ -82,7 +82,7 @@ def test_load_real_station_table():
 
 def test_tiny_group_files_and_manifest(tiny):
     group, elapsed = tiny
-    assert elapsed < 4.0          # < 2 s on an idle machine; generous for CI noise
+    assert elapsed < 5.0          # ~1 s on an idle machine; generous for a loaded CI box
     assert len(group.files) == 16
     sbs = sorted(parse_subband_filename(p)[1] for p in group.files)
     assert sbs == list(range(16))
