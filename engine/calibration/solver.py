@@ -228,14 +228,15 @@ def solution_intervals(times_s: np.ndarray, solint_s: float | None) -> tuple[np.
 
 def _to_matrices(vals: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: int,
                  hermitian: bool) -> np.ndarray:
-    """(nbl, nprob) baseline values -> (nprob, nant, nant) matrices (p,q) and (q,p)."""
+    """(nbl, nprob) baseline values -> (nprob, nant, nant) matrices at (p,q) and (q,p)
+    (complex64 Hermitian or float32 symmetric)."""
     nprob = vals.shape[1]
-    dtype = np.complex128 if hermitian else np.float64
-    mat = np.zeros((nprob, nant, nant), dtype=dtype)
-    v = np.ascontiguousarray(vals.T)
-    mat[:, ant1, ant2] = v
-    mat[:, ant2, ant1] = np.conj(v) if hermitian else v
-    return mat
+    dtype = np.complex64 if hermitian else np.float32
+    mat = np.zeros((nant * nant, nprob), dtype=dtype)       # row scatter (contiguous rows)
+    v = np.asarray(vals, dtype=dtype)
+    mat[ant1 * nant + ant2] = v
+    mat[ant2 * nant + ant1] = np.conj(v) if hermitian else v
+    return mat.reshape(nant, nant, nprob).transpose(2, 0, 1)   # view, problems first
 
 
 def _reference(sol: np.ndarray, sflags: np.ndarray, ranking: np.ndarray) -> np.ndarray:
@@ -349,49 +350,73 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     fl = np.zeros(vis.shape, dtype=bool) if flags is None else np.array(flags, dtype=bool, copy=True)
     auto = ant1 == ant2
     fl[:, auto] = True
-    for t in range(T):
-        fl[t] |= ~np.isfinite(vis[t])
     cross = ~auto
     a1c, a2c = ant1[cross], ant2[cross]
-
-    ranking = choose_refant(fl, ant1, ant2, nant)
-    if refant is not None:
-        if not 0 <= refant < nant:
-            raise ValueError(f"refant {refant} outside 0..{nant - 1}")
-        ranking = np.concatenate([[refant], ranking[ranking != refant]])
-    ref = int(ranking[0])
+    if refant is not None and not 0 <= refant < nant:
+        raise ValueError(f"refant {refant} outside 0..{nant - 1}")
 
     tidx, gtimes, gint = solution_intervals(times_s, solint_s)
     K = gtimes.size
     iters: dict = {"bandpass": [], "gains": [], "bandpass_s": 0.0, "gains_s": 0.0, "residual_s": 0.0,
                    "prepare_s": 0.0}
-    tmpc = np.empty((Nb, C, P), np.complex64)
-    tmpf = np.empty((Nb, C, P), np.float32)
+    # Internal layout (baseline, pol, channel): channel innermost keeps numpy's inner loops long.
+    tmpc = np.empty((Nb, P, C), np.complex64)
+    tmpf = np.empty((Nb, P, C), np.float32)
+
+    def model_t(t, sel=slice(None)):
+        m = model[t][sel]
+        return m[:, None, :] if m.ndim == 2 else m.transpose(0, 2, 1)          # (nb, 1|P, C)
+
+    def flags_t(t):
+        return fl[t].transpose(0, 2, 1)                                        # view (Nb, P, C)
 
     # ---- pass 0: model-weighted data Y = w V conj(M), weights Wm = w |M|^2 and their time sums
     t0 = time.perf_counter()
-    Y = np.empty((T, Nb, C, P), dtype=np.complex64)
-    Wm = np.empty((T, Nb, C, P), dtype=np.float32)
-    A_B = np.zeros((Nb, C, P), np.complex64)
-    D_B = np.zeros((Nb, C, P), np.float32)
+    Y = np.empty((T, Nb, P, C), dtype=np.complex64)
+    Wm = np.empty((T, Nb, P, C), dtype=np.float32)
+    A_B = np.zeros((Nb, P, C), np.complex64)
+    D_B = np.zeros((Nb, P, C), np.float32)
+
+    okbuf = np.empty((Nb, P, C), bool)
+
+    def prepare(t):
+        m = model_t(t)
+        np.logical_not(flags_t(t), out=okbuf)
+        np.multiply(vis[t].transpose(0, 2, 1), np.conj(m), out=Y[t])
+        np.copyto(Y[t], 0, where=~okbuf)
+        np.multiply(okbuf, (m.real ** 2 + m.imag ** 2).astype(np.float32), out=Wm[t])
+
     for t in range(T):
-        m = _expand_model(model[t])
-        np.multiply(vis[t], np.conj(m), out=Y[t])
-        np.copyto(Y[t], 0, where=fl[t])
-        np.copyto(Wm[t], (m.real ** 2 + m.imag ** 2).astype(np.float32))
-        np.copyto(Wm[t], 0, where=fl[t])
+        prepare(t)
         A_B += Y[t]
         D_B += Wm[t]
+    if not (np.isfinite(A_B).all() and np.isfinite(D_B).all()):   # NaN/inf data or model: flag and redo
+        A_B[:] = 0
+        D_B[:] = 0
+        for t in range(T):
+            mm = model[t] if model.ndim == 4 else model[t][..., None]
+            fl[t] |= ~(np.isfinite(vis[t]) & np.isfinite(mm))
+            prepare(t)
+            A_B += Y[t]
+            D_B += Wm[t]
+    # reference antenna ranking: unflagged (pol, channel) samples summed over baselines
+    good = (D_B > 0).sum(axis=(1, 2))
+    good[auto] = 0
+    counts = np.bincount(ant1, good, nant) + np.bincount(ant2, good, nant)
+    ranking = np.argsort(-counts, kind="stable")
+    if refant is not None:
+        ranking = np.concatenate([[refant], ranking[ranking != refant]])
+    ref = int(ranking[0])
     iters["prepare_s"] = time.perf_counter() - t0
 
-    B = np.ones((nant, C, P), dtype=np.complex64)
+    Bi = np.ones((nant, P, C), dtype=np.complex64)          # internal (nant, P, C)
     G = np.ones((K, nant, P), dtype=np.complex64)
-    Bflag = np.zeros((nant, C, P), dtype=bool)
+    Bflag_i = np.zeros((nant, P, C), dtype=bool)
     Gflag = np.zeros((K, nant, P), dtype=bool)
-    Bden = np.zeros((nant, C, P))
+    Bden_i = np.zeros((nant, P, C))
     Gden = np.zeros((K, nant, P))
 
-    def finish(sol, Dmat, key):
+    def finish(sol, Dmat):
         den = np.einsum("kpq,kq->kp", Dmat, (np.abs(sol) ** 2).astype(Dmat.dtype)).astype(np.float64)
         nbl_ok = (Dmat > 0).sum(axis=2)
         sfl = (den <= 0) | (nbl_ok < min_baselines) | (np.abs(sol) == 0)
@@ -400,42 +425,41 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         return sol, sfl, den
 
     def solve_B(A, D, warm):
-        nonlocal B, Bflag, Bden
+        nonlocal Bi, Bflag_i, Bden_i
         t0 = time.perf_counter()
-        Am = _to_matrices(A[cross].reshape(-1, C * P), a1c, a2c, nant, True).astype(np.complex64)
-        Dmat = _to_matrices(D[cross].reshape(-1, C * P), a1c, a2c, nant, False).astype(np.float32)
-        g0 = B.reshape(nant, C * P).T if warm else None
+        Am = _to_matrices(A[cross].reshape(-1, P * C), a1c, a2c, nant, True)
+        Dmat = _to_matrices(D[cross].reshape(-1, P * C), a1c, a2c, nant, False)
+        g0 = Bi.reshape(nant, P * C).T if warm else None
         sol, nit, _ = stefcal(Am, Dmat, g0, max_iter=max_iter, tol=tol)
-        sol, sfl, den = finish(sol, Dmat, "bandpass")
+        sol, sfl, den = finish(sol, Dmat)
         iters["bandpass"].append(nit)
-        Bn = sol.T.reshape(nant, C, P)
-        Bflag = sfl.T.reshape(nant, C, P)
-        Bn, norm = normalise_bandpass(Bn, Bflag)
-        B = Bn.astype(np.complex64)
-        Bden = den.T.reshape(nant, C, P) * (np.abs(norm) ** 2)[:, None, :]
+        Bn = sol.T.reshape(nant, P, C).transpose(0, 2, 1)                     # (nant, C, P)
+        Bf = sfl.T.reshape(nant, P, C).transpose(0, 2, 1)
+        Bn, norm = normalise_bandpass(Bn, Bf)
+        Bi = np.ascontiguousarray(Bn.transpose(0, 2, 1)).astype(np.complex64)
+        Bflag_i = np.ascontiguousarray(Bf.transpose(0, 2, 1))
+        Bden_i = den.T.reshape(nant, P, C) * (np.abs(norm) ** 2)[:, :, None]
         iters["bandpass_s"] += time.perf_counter() - t0
 
     def pass_G():
         """Accumulate and solve G with the current B (one data pass)."""
         nonlocal G, Gflag, Gden
         t0 = time.perf_counter()
-        bb = B[ant1] * np.conj(B[ant2])                                   # (Nb, C, P)
-        bbc = np.conj(bb)
-        bb2 = (bb.real ** 2 + bb.imag ** 2).astype(np.float32)
+        bb = Bi[ant1] * np.conj(Bi[ant2])                                     # (Nb, P, C)
+        bbc = np.conj(bb)[..., None]
+        bb2 = (bb.real ** 2 + bb.imag ** 2).astype(np.float32)[..., None]
         A = np.zeros((K, Nb, P), dtype=np.complex128)
         D = np.zeros((K, Nb, P), dtype=np.float64)
         for t in range(T):
             k = tidx[t]
-            np.multiply(Y[t], bbc, out=tmpc)
-            A[k] += tmpc.sum(axis=1)
-            np.multiply(Wm[t], bb2, out=tmpf)
-            D[k] += tmpf.sum(axis=1)
+            A[k] += np.matmul(Y[t][:, :, None, :], bbc)[:, :, 0, 0]
+            D[k] += np.matmul(Wm[t][:, :, None, :], bb2)[:, :, 0, 0]
         Am = _to_matrices(A[:, cross].transpose(1, 0, 2).reshape(-1, K * P), a1c, a2c, nant, True)
         Dmat = _to_matrices(D[:, cross].transpose(1, 0, 2).reshape(-1, K * P), a1c, a2c, nant, False)
         warm = bool(iters["gains"])
         g0 = G.transpose(0, 2, 1).reshape(K * P, nant) if warm else None
         sol, nit, _ = stefcal(Am, Dmat, g0, max_iter=max_iter, tol=tol)
-        sol, sfl, den = finish(sol, Dmat, "gains")
+        sol, sfl, den = finish(sol, Dmat)
         iters["gains"].append(nit)
         G = sol.reshape(K, P, nant).transpose(0, 2, 1).astype(np.complex64)
         Gflag = sfl.reshape(K, P, nant).transpose(0, 2, 1)
@@ -443,17 +467,18 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         iters["gains_s"] += time.perf_counter() - t0
 
     def noise_sigma2(times_sample) -> np.ndarray:
-        """Robust E|r|^2 per pol (median |r|^2 / ln 2) on some integrations."""
-        bb = B[ant1[cross]] * np.conj(B[ant2[cross]])
+        """Robust E|r|^2 per pol (median |r|^2 / ln 2) on some integrations and channels."""
+        cs = slice(None, None, max(1, C // 96))
+        bb = Bi[a1c][:, :, cs] * np.conj(Bi[a2c][:, :, cs])
         vals = [[] for _ in range(P)]
         for t in times_sample:
             g = G[tidx[t]]
             gg = g[a1c] * np.conj(g[a2c])
-            m = _expand_model(model[t][cross])
-            r = vis[t][cross] - m * bb * gg[:, None, :]
-            ok = ~fl[t][cross]
+            m = model_t(t, cross)[:, :, cs]
+            r = vis[t][cross][:, cs].transpose(0, 2, 1) - m * bb * gg[:, :, None]
+            ok = ~fl[t][cross][:, cs].transpose(0, 2, 1)
             for p in range(P):
-                rp = r[..., p][ok[..., p]]
+                rp = r[:, p][ok[:, p]]
                 vals[p].append(rp.real ** 2 + rp.imag ** 2)
         out = np.ones(P)
         for p in range(P):
@@ -467,38 +492,44 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         """One data pass: flag residual outliers of the current (B, G) and
         accumulate the next bandpass normal equations with the current G."""
         t0 = time.perf_counter()
-        A = np.zeros((Nb, C, P), np.complex64)
-        D = np.zeros((Nb, C, P), np.float32)
+        A = np.zeros((Nb, P, C), np.complex64)
+        D = np.zeros((Nb, P, C), np.float32)
         n_new = 0
-        bb = B[ant1] * np.conj(B[ant2])
+        bb = Bi[ant1] * np.conj(Bi[ant2])
         blsum = np.zeros((Nb, P))
+        blcnt = np.zeros((Nb, P))
+        stat_times = set(np.unique(np.linspace(0, T - 1, min(T, 8)).astype(int)).tolist())
         if flag_outliers:
             sig2 = noise_sigma2(np.unique(np.linspace(0, T - 1, min(T, 4)).astype(int)))
-            thr_amp = (outlier_sigma * np.sqrt(sig2 / 2.0)).astype(np.float32)     # per pol
+            thr_amp = (outlier_sigma * np.sqrt(sig2 / 2.0)).astype(np.float32)[:, None]   # (P, 1)
         for t in range(T):
             g = G[tidx[t]]
             gg = g[ant1] * np.conj(g[ant2])                                   # (Nb, P)
             if flag_outliers:
-                np.multiply(bb, gg[:, None, :], out=tmpc)
-                np.multiply(tmpc, _expand_model(model[t]), out=tmpc)
-                np.subtract(vis[t], tmpc, out=tmpc)
+                np.multiply(bb, gg[:, :, None], out=tmpc)
+                np.multiply(tmpc, model_t(t), out=tmpc)
+                np.subtract(vis[t].transpose(0, 2, 1), tmpc, out=tmpc)
                 np.abs(tmpc, out=tmpf)
+                ft = flags_t(t)
                 new = tmpf > thr_amp
-                new &= ~fl[t]
+                new &= ~ft
                 nn = int(np.count_nonzero(new))
                 if nn:
                     n_new += nn
-                    fl[t] |= new
+                    ft |= new
                     np.copyto(Y[t], 0, where=new)
                     np.copyto(Wm[t], 0, where=new)
-                np.copyto(tmpf, 0, where=fl[t])
-                np.minimum(tmpf, thr_amp, out=tmpf)
-                blsum += tmpf.sum(axis=1)
-            np.multiply(Y[t], np.conj(gg)[:, None, :], out=tmpc)
+                if t in stat_times:
+                    np.copyto(tmpf, 0, where=ft)
+                    np.minimum(tmpf, thr_amp, out=tmpf)
+                    blsum += tmpf.sum(axis=2)
+                    blcnt += (~ft).sum(axis=2)
+            np.multiply(Y[t], np.conj(gg)[:, :, None], out=tmpc)
             A += tmpc
-            D += Wm[t] * (gg.real ** 2 + gg.imag ** 2).astype(np.float32)[:, None, :]
+            np.multiply(Wm[t], (gg.real ** 2 + gg.imag ** 2).astype(np.float32)[:, :, None], out=tmpf)
+            D += tmpf
         if flag_outliers:
-            nok = (~fl[:, cross]).sum(axis=(0, 2))                           # (Nbc, P)
+            nok = blcnt[cross]                                                # (Nbc, P)
             mean_amp = np.where(nok > 0, blsum[cross] / np.maximum(nok, 1), np.nan)
             med = np.nanmedian(mean_amp, axis=0) if np.isfinite(mean_amp).any() else np.ones(P)
             bad = np.zeros((Nb, P), bool)
@@ -508,10 +539,10 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
                     sel = np.nonzero(bad[:, p])[0]
                     n_new += int((~fl[:, sel, :, p]).sum())
                     fl[:, sel, :, p] = True
-                    Y[:, sel, :, p] = 0
-                    Wm[:, sel, :, p] = 0
-                    A[sel, :, p] = 0
-                    D[sel, :, p] = 0
+                    Y[:, sel, p] = 0
+                    Wm[:, sel, p] = 0
+                    A[sel, p] = 0
+                    D[sel, p] = 0
         iters["residual_s"] += time.perf_counter() - t0
         return A, D, n_new
 
@@ -535,6 +566,9 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     t0 = time.perf_counter()
     sigma2 = noise_sigma2(np.unique(np.linspace(0, T - 1, min(T, 6)).astype(int)))
     iters["residual_s"] += time.perf_counter() - t0
+    B = np.ascontiguousarray(Bi.transpose(0, 2, 1))
+    Bflag = np.ascontiguousarray(Bflag_i.transpose(0, 2, 1))
+    Bden = Bden_i.transpose(0, 2, 1)
     bsnr = np.abs(B) * np.sqrt(np.maximum(Bden, 0) / sigma2[None, None, :])
     gsnr = np.abs(G) * np.sqrt(np.maximum(Gden, 0) / sigma2[None, None, :])
     Bflag |= bsnr < min_snr
