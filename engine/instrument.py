@@ -316,25 +316,35 @@ def frame_position_angle(ra_rad: float, dec_rad: float, jd_utc: np.ndarray,
 def delay_phasor(delay_m: np.ndarray, freqs_hz: np.ndarray) -> np.ndarray:
     """exp(+2 pi i delay f / c) for (N,) delays (m) and Nf freqs -> (N, Nf) complex64.
 
-    For evenly spaced channels it uses exp(i a (f0 + (8q + r) df)) =
-    exp(i a f_{8q}) exp(i a r df), computing ~Nf/8 + 8 complex exponentials per
-    row instead of Nf.
+    For evenly spaced channels f_k = f_0 + k df (either sign of df) it needs
+    only three complex exponentials per row: with k = 8q + r,
+    exp(i a f_k) = exp(i a f_0) exp(i a 8 df)^q exp(i a df)^r, the powers
+    built by cumulative products in complex128 (error ~1e-15).
     """
     delay_m = np.asarray(delay_m, dtype=np.float64).reshape(-1)
     freqs_hz = np.asarray(freqs_hz, dtype=np.float64).reshape(-1)
-    nf = len(freqs_hz)
-    k = (2 * np.pi / C_M_S) * delay_m[:, None]
+    n, nf = len(delay_m), len(freqs_hz)
+    a = (2 * np.pi / C_M_S) * delay_m
     step = 8 if nf % 8 == 0 and nf >= 16 else 1
     if step > 1:
         df = (freqs_hz[-1] - freqs_hz[0]) / (nf - 1)
-        even = np.allclose(np.diff(freqs_hz), df, rtol=0, atol=1e-6 * abs(df) + 1e-3)
-        if not even:
+        if not np.allclose(np.diff(freqs_hz), df, rtol=0, atol=1e-6 * abs(df) + 1e-3):
             step = 1
     if step == 1:
-        return np.exp(1j * k * freqs_hz[None, :]).astype(np.complex64)
-    coarse = np.exp(1j * k * freqs_hz[None, ::step]).astype(np.complex64)          # (N, nf/8)
-    fine = np.exp(1j * k * (np.arange(step) * df)[None, :]).astype(np.complex64)    # (N, 8)
-    return (coarse[:, :, None] * fine[:, None, :]).reshape(len(delay_m), nf)
+        return np.exp(1j * a[:, None] * freqs_hz[None, :]).astype(np.complex64)
+    nq = nf // step
+    d = np.exp(1j * a * df)
+    fine = np.empty((step, n), np.complex128)          # row r: exp(i a r df)
+    fine[0] = 1.0
+    for r in range(1, step):
+        np.multiply(fine[r - 1], d, out=fine[r])
+    big = np.exp(1j * a * (step * df))
+    coarse = np.empty((nq, n), np.complex128)          # row q: exp(i a (f_0 + q step df))
+    coarse[0] = np.exp(1j * a * freqs_hz[0])
+    for q in range(1, nq):
+        np.multiply(coarse[q - 1], big, out=coarse[q])
+    out = coarse.T.astype(np.complex64)[:, :, None] * fine.T.astype(np.complex64)[:, None, :]
+    return out.reshape(n, nf)
 
 
 # --------------------------------------------------------------------------

@@ -217,9 +217,9 @@ def _sky_model_subband(arr: _Array, sources: Sequence[Source], s_hat: list[np.nd
         spec = src.flux_jy * (freqs / REF_FREQ_HZ) ** src.spectral_index       # (Nf,)
         weight = (bm * spec[None, :]).astype(np.float32)                         # (Nt, Nf)
         delay = (sh @ b.T).reshape(-1)                                            # (Nt*Nbls,)
-        ph = inst.delay_phasor(delay, freqs)
-        ph *= np.repeat(weight, len(b), axis=0)
-        out += ph
+        ph = inst.delay_phasor(delay, freqs).reshape(ntimes, len(b), len(freqs))
+        ph *= weight[:, None, :]
+        out += ph.reshape(out.shape)
     return out
 
 
