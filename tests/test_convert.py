@@ -34,6 +34,8 @@ def _uv(paths, **kw):
         warnings.simplefilter("ignore")
         if isinstance(paths, (list, tuple)):
             return UVData.from_file([str(p) for p in paths], file_type="uvh5", **kw)
+        if str(paths).endswith(".hdf5"):
+            kw.setdefault("file_type", "uvh5")
         return UVData.from_file(str(paths), **kw)
 
 
@@ -424,3 +426,24 @@ def test_wsclean_images_calibrator_at_true_position(tmp_path):
     assert pos.separation(true).arcsec < 0.3 * beam_minor
     assert peak == pytest.approx(cal["apparent_flux_jy"], rel=0.10)
     assert cal["apparent_flux_jy"] > 2.0          # it really is the brightest thing in the field
+
+
+def test_single_generic_unprojected_file(tiny, tmp_path):
+    """Unprojected UVH5 of another telescope without a pointing keyword: phased to the zenith
+    declination at the meridian of mid-observation, same visibilities as pyuvdata's phase()."""
+    g, _, _ = tiny
+    uv = _uv(g.files[5])
+    uv.telescope.name = "OTHER_DRIFT"
+    uv.extra_keywords = {}
+    src = tmp_path / "drift.uvh5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        uv.write_uvh5(str(src))
+    res = convert_group([src], tmp_path / "d.ms")
+    assert res.pointing_dec_deg is None and res.channels == 48
+    assert res.phase_center_dec_deg == pytest.approx(uv.telescope.location.lat.deg)
+    ref = _uv(src)
+    ref.phase(lon=np.radians(res.phase_center_ra_deg), lat=np.radians(res.phase_center_dec_deg),
+              epoch="J2000", cat_name="pc")
+    ref.reorder_freqs(channel_order="freq")
+    _assert_same_vis(ref, _uv(res.ms_path))
