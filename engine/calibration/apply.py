@@ -156,17 +156,20 @@ def apply_to_arrays(vis: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: 
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Correct rows of data: vis/flags (nrow, nchan, npol), ant1/ant2/row_times (nrow,),
     bandpass (nant, nchan, npol), gains (K, nant, npol) at gain_times (K,).
-    Returns (corrected complex64, flags)."""
+
+    corrected = V / (J_p J_q^*) with J = G(t) B, computed as V (1/J_p) conj(1/J_q)
+    from per-antenna inverses at the chunk's distinct times.  Returns
+    (corrected complex64, flags | flagged-solution mask)."""
     ut, inv = np.unique(row_times, return_inverse=True)
     g, gf = interpolate_in_time(gain_times, gains, gain_flags, ut)             # (Nu, nant, P)
     bf = bandpass_flags | (bandpass == 0) | ~np.isfinite(bandpass)
-    B = np.where(bf, 1.0, bandpass).astype(np.complex64)
-    gp = g[inv, ant1]                                                          # (nrow, P)
-    gq = g[inv, ant2]
-    den = (B[ant1] * gp[:, None, :].astype(np.complex64)) * np.conj(B[ant2] * gq[:, None, :].astype(np.complex64))
-    bad = bf[ant1] | bf[ant2] | gf[inv, ant1][:, None, :] | gf[inv, ant2][:, None, :] | (den == 0)
-    out = np.divide(vis, np.where(bad, 1, den))
-    out[bad] = 0
+    J = bandpass[None].astype(np.complex128) * g[:, :, None, :]               # (Nu, nant, C, P)
+    Jf = bf[None] | gf[:, :, None, :] | (J == 0) | ~np.isfinite(J)
+    Jinv = np.where(Jf, 0, 1.0 / np.where(Jf, 1, J)).astype(np.complex64)
+    out = vis * Jinv[inv, ant1]
+    out *= np.conj(Jinv[inv, ant2])
+    bad = Jf[inv, ant1]
+    bad |= Jf[inv, ant2]
     return out.astype(np.complex64, copy=False), flags | bad
 
 
@@ -177,7 +180,7 @@ def _as_caltable(x) -> CalTable:
 
 
 def apply_calibration(ms_path: str | os.PathLike, bandpass, gains, *, datacolumn: str = "DATA",
-                      out_column: str = "CORRECTED_DATA", chunk_rows: int = 20000,
+                      out_column: str = "CORRECTED_DATA", chunk_rows: int = 4096,
                       update_flags: bool = True) -> dict:
     """Write ``out_column`` = data / (G_p B_p (G_q B_q)^*) for every row.
 

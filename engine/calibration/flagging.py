@@ -142,16 +142,28 @@ def flag_fractions(flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: 
     ant1 = np.asarray(ant1)
     ant2 = np.asarray(ant2)
     nant = int(max(ant1.max(), ant2.max()) + 1) if nant is None else nant
+    T, Nb, C, P = flags.shape
     cross = ant1 != ant2
-    fc = flags[:, cross]
-    per_bl = fc.sum(axis=(0, 2, 3)).astype(np.float64)
-    n_per_bl = fc.shape[0] * fc.shape[2] * fc.shape[3]
-    num = np.bincount(ant1[cross], per_bl, nant) + np.bincount(ant2[cross], per_bl, nant)
+    ncross = int(cross.sum())
+    if ncross == 0:
+        return np.ones(nant), np.ones(C), np.ones(T), 1.0
+    per_bl = np.zeros(Nb)
+    per_chan = np.zeros(C)
+    per_time = np.zeros(T)
+    for t in range(T):   # one integration at a time: no copy of the whole flag cube
+        ft = flags[t]
+        nb_t = np.count_nonzero(ft.reshape(Nb, C * P), axis=1)
+        nb_t[~cross] = 0
+        per_bl += nb_t
+        per_time[t] = nb_t.sum()
+        per_chan += np.count_nonzero(ft[cross], axis=(0, 2)) if ncross < Nb else np.count_nonzero(ft, axis=(0, 2))
+    n_per_bl = T * C * P
+    num = np.bincount(ant1[cross], per_bl[cross], nant) + np.bincount(ant2[cross], per_bl[cross], nant)
     den = (np.bincount(ant1[cross], None, nant) + np.bincount(ant2[cross], None, nant)) * n_per_bl
     ant_frac = np.where(den > 0, num / np.maximum(den, 1), 1.0)
-    chan_frac = fc.mean(axis=(0, 1, 3)) if fc.size else np.ones(flags.shape[2])
-    time_frac = fc.mean(axis=(1, 2, 3)) if fc.size else np.ones(flags.shape[0])
-    overall = float(fc.mean()) if fc.size else 1.0
+    chan_frac = per_chan / (T * ncross * P)
+    time_frac = per_time / (ncross * C * P)
+    overall = float(per_bl[cross].sum() / (ncross * n_per_bl))
     return ant_frac, chan_frac, time_frac, overall
 
 
@@ -219,6 +231,9 @@ def flag_rfi(vis: np.ndarray, flags: np.ndarray | None = None, ant1: np.ndarray 
             out[ti[:, None], cross_idx[None, :], ci[:, None]] = True
 
     ant_frac, chan_frac, time_frac, overall = flag_fractions(out, ant1, ant2, nant)
-    crossm = ~auto
-    new_frac = float((out[:, crossm] & ~in_flags[:, crossm]).mean()) if crossm.any() else 0.0
+    if flags is None:
+        new_frac = overall
+    else:
+        _, _, _, before = flag_fractions(in_flags, ant1, ant2, nant)
+        new_frac = overall - before
     return FlagResult(out, ant_frac, chan_frac, time_frac, overall, new_frac)
