@@ -366,14 +366,16 @@ def convert_group(files: Sequence[str | os.PathLike], out_ms: str | os.PathLike,
     if ms_telescope_name is None:
         ms_telescope_name = inst.CASACORE_OBSERVATORY if tel_name.upper() in _DSA_NAMES else tel_name
     missing_chan = np.ones(nchan, bool)
-    for d in dests:
+    chan_width = np.full(nchan, width)
+    for h, d in zip(headers, dests):
         missing_chan[d] = False
+        chan_width[d] = h.channel_width
     stream = _Stream(headers, dests, delay=delay, swap=swap, perm=None if identity else perm,
                      nchan=nchan, npol=npol, missing_chan=missing_chan, timer=timer)
     try:
         t0 = time.perf_counter()
         checks = _write_ms(tmp, stream=stream, uvw=uvw_ms, a1=a1, a2=a2, times_jd=times_row,
-                           int_time=int_row, grid=grid, width=width, header=ref, ra0=ra0,
+                           int_time=int_row, grid=grid, width=chan_width, header=ref, ra0=ra0,
                            dec0=dec0, telescope_name=ms_telescope_name,
                            history_fn=lambda: _history(files, convention, ref, ra0, dec0, tel_name,
                                                        ms_telescope_name, missing, stream.n_nan),
@@ -581,10 +583,11 @@ def _write_subtables(ms, path: Path, *, header: UVH5Header, grid, width, npol, r
     spw.putcell("NAME", 0, "SPW0")
     spw.putcell("REF_FREQUENCY", 0, float(grid[0]))
     spw.putcell("CHAN_FREQ", 0, grid)
-    spw.putcell("CHAN_WIDTH", 0, np.full(nchan, width))
-    spw.putcell("EFFECTIVE_BW", 0, np.full(nchan, width))
-    spw.putcell("RESOLUTION", 0, np.full(nchan, width))
-    spw.putcell("TOTAL_BANDWIDTH", 0, float(nchan * width))
+    widths = np.broadcast_to(np.asarray(width, float), (nchan,)).copy()
+    spw.putcell("CHAN_WIDTH", 0, widths)
+    spw.putcell("EFFECTIVE_BW", 0, widths)
+    spw.putcell("RESOLUTION", 0, widths)
+    spw.putcell("TOTAL_BANDWIDTH", 0, float(widths.sum()))
     spw.putcell("MEAS_FREQ_REF", 0, 5)   # TOPO
     spw.putcell("NET_SIDEBAND", 0, 1)
     spw.putcell("IF_CONV_CHAIN", 0, 0)
