@@ -183,20 +183,29 @@ class Ingestor:
         cfg = self.settings.ingest
         ready: list[str] = []
         incomplete: list[str] = []
+        pointing: list[dict[str, Any]] = []
         with self.db.session() as s:
-            for group in s.scalars(select(m.ObservationGroup).where(m.ObservationGroup.ingest_status == "collecting")):
+            collecting = s.scalars(select(m.ObservationGroup).where(m.ObservationGroup.ingest_status == "collecting")
+                                   .order_by(m.ObservationGroup.group_time))
+            for group in collecting:
                 present = sorted(f.subband for f in group.files if f.status == "grouped" and f.subband is not None)
                 missing = [sb for sb in range(N_SUBBANDS) if sb not in present]
                 waited = (now - group.created_at).total_seconds()
                 if not missing:
                     self._ready(group, now, [])
                     ready.append(group.id)
+                    change = self._check_pointing(s, group)
+                    if change:
+                        pointing.append(change)
                 elif waited >= cfg.incomplete_wait_s:
                     names = ", ".join(f"sb{sb:02d}" for sb in missing)
                     if len(present) >= cfg.min_subbands:
                         self._ready(group, now, missing)
                         group.warnings = [*group.warnings, f"proceeding without {len(missing)} subbands: {names}"]
                         ready.append(group.id)
+                        change = self._check_pointing(s, group)
+                        if change:
+                            pointing.append(change)
                     else:
                         group.ingest_status = "incomplete"
                         group.missing_subbands = missing
@@ -204,6 +213,9 @@ class Ingestor:
                                   f"(need {cfg.min_subbands}); missing {names}")
                         transition(s, group.id, states.PENDING, states.FAILED, reason=reason, worker="ingest")
                         incomplete.append(group.id)
+        for change in pointing:
+            if self.bus:
+                self.bus.publish(events.POINTING_CHANGED, **change)
         for gid in ready:
             log.info("group %s ready", gid)
             if self.bus:
@@ -212,9 +224,30 @@ class Ingestor:
             log.warning("group %s incomplete", gid)
         return ready, incomplete
 
-    @staticmethod
-    def _ready(group: m.ObservationGroup, now: datetime, missing: list[int]) -> None:
+    def _ready(self, group: m.ObservationGroup, now: datetime, missing: list[int]) -> None:
+        from engine.processing.stage_calibrate import classify_group
+
         group.ingest_status, group.ready_at, group.missing_subbands = "ready", now, missing
+        classify_group(group, self.settings)  # calibrator transits get priority from the start
+
+    def _check_pointing(self, s: Any, group: m.ObservationGroup) -> dict[str, Any] | None:
+        """Report a pointing change (declination moved ≥ threshold) as an alert and an event."""
+        if group.dec_deg is None:
+            return None
+        row = s.get(m.KeyValue, "pointing.last")
+        previous = row.value.get("dec_deg") if row else None
+        if row is None:
+            s.add(m.KeyValue(key="pointing.last", value={"dec_deg": group.dec_deg, "group_id": group.id}))
+        else:
+            row.value = {"dec_deg": group.dec_deg, "group_id": group.id}
+        if previous is None or abs(group.dec_deg - previous) < self.settings.calibration.pointing_change_deg:
+            return None
+        message = (f"pointing changed from dec {previous:.2f}° to {group.dec_deg:.2f}° at group {group.id}; "
+                   f"calibration sets from the old declination will not be applied")
+        s.add(m.Alert(alert_type="pointing_change", severity="warning", message=message, source="ingest",
+                      details={"from_dec_deg": previous, "to_dec_deg": group.dec_deg, "group_id": group.id}))
+        log.warning(message)
+        return {"group_id": group.id, "from_dec_deg": previous, "to_dec_deg": group.dec_deg, "message": message}
 
 
 def _read_header(path: Path) -> dict[str, Any]:

@@ -71,7 +71,7 @@ class EngineSettings(_Section):
     retry_base_s: float = Field(30.0, ge=0)
     retry_max_s: float = Field(300.0, ge=0)
     stage_concurrency: dict[str, int] = Field(
-        default_factory=lambda: {"convert": 2, "calibrate": 1, "image": 1, "measure": 2}
+        default_factory=lambda: {"convert": 2, "solve": 1, "calibrate": 1, "image": 1, "measure": 2}
     )
     shutdown_grace_s: float = Field(10.0, ge=0)
     # Dotted path of a function returning the StageRegistry (site plug-ins, test pipelines).
@@ -89,6 +89,31 @@ class IngestSettings(_Section):
     min_subbands: int = Field(12, ge=1, le=16)
     # How the correlator's unprojected visibilities are phased (real files decide; see engine.convert).
     convention: Literal["unprojected_w0", "zenith"] = "unprojected_w0"
+
+
+class CalibrationSettings(_Section):
+    """Solving, QA gates and the registry's validity rules."""
+
+    validity_h: float = Field(12.0, gt=0)
+    fallback_h: float = Field(48.0, gt=0)
+    dec_tolerance_deg: float = Field(0.5, gt=0)
+    dec_window_deg: float = Field(2.5, gt=0)  # calibrators this close to the pointing transit in the beam
+    pointing_change_deg: float = Field(1.0, gt=0)
+    calibrator_threshold_jy: float = Field(1.0, gt=0)
+    wait_deadline_h: float = Field(3.0, ge=0)  # after the expected transit
+    wait_recheck_s: float = Field(300.0, gt=0)
+    solint_s: float | None = None  # None: one gain solution per integration
+    refant: int | None = None
+    catalogue_files: list[Path] = Field(default_factory=list)
+    qa_min_snr: float = Field(10.0, ge=0)
+    qa_max_flagged_fraction: float = Field(0.3, ge=0, le=1)
+    qa_min_antenna_fraction: float = Field(0.8, ge=0, le=1)
+    qa_max_phase_scatter_deg: float = Field(15.0, gt=0)
+
+    def qa_thresholds(self) -> dict[str, float]:
+        return {"min_snr": self.qa_min_snr, "max_flagged_fraction": self.qa_max_flagged_fraction,
+                "min_antenna_fraction": self.qa_min_antenna_fraction,
+                "max_phase_scatter_deg": self.qa_max_phase_scatter_deg}
 
 
 class TuiSettings(_Section):
@@ -130,6 +155,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
     tui: TuiSettings = Field(default_factory=TuiSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 

@@ -103,3 +103,24 @@ def crash_registry() -> StageRegistry:
 def failing_registry() -> StageRegistry:
     """Conversion fails permanently: for tests of the dead-letter views."""
     return registry_of("permanent_stage", stages=1)
+
+
+def gated_registry(deadline_s: float = 3600.0) -> StageRegistry:
+    """convert, then a calibrate stage that waits until the kv key 'test.calibrated' exists."""
+    from datetime import UTC, datetime, timedelta
+
+    from engine.processing.stages import Wait
+
+    def gate(s: Any, group: m.ObservationGroup, settings: Any) -> Wait | None:
+        if s.get(m.KeyValue, "test.calibrated") is not None:
+            return None
+        return Wait("no calibration set yet", datetime.now(UTC) + timedelta(seconds=deadline_s)
+                    if group.wait_deadline is None else group.wait_deadline, recheck_s=3600)
+
+    reg = StageRegistry()
+    name, start, working, done = CHAIN[0]
+    reg.register(Stage(name, start, working, done, "stagefuncs:ok_stage", _prepare(name, {}), _record(name)))
+    name, start, working, done = CHAIN[1]
+    reg.register(Stage(name, start, working, done, "stagefuncs:ok_stage", _prepare(name, {}), _record(name),
+                       also_from=(states.WAITING,), gate=gate))
+    return reg

@@ -194,3 +194,49 @@ def test_claim_is_exclusive(db: Database) -> None:
     assert queue.heartbeat(first.id, "w1", 60)
     later = queue.enqueue("convert", run_after=now() + timedelta(hours=1))
     assert queue.claim("w2", ["convert"], 60) is None and queue.get(later).state == "queued"
+
+
+async def test_waiting_for_calibration_then_resumed(tmp_path: Path) -> None:
+    from stagefuncs import gated_registry
+
+    settings = fast_settings(tmp_path)
+    db = _db(settings)
+    (gid,) = seed_groups(db, 1)
+    engine, bus = make_engine(settings, db, gated_registry())
+    await engine.start()
+    try:
+        await run_until(db, lambda: group_states(db)[gid] == states.WAITING)
+        await asyncio.sleep(0.5)
+        assert group_states(db)[gid] == states.WAITING  # rechecks are an hour away: it stays parked
+        with db.session() as s:
+            job = s.scalar(select(m.Job).where(m.Job.type == "calibrate"))
+            assert job.state == "queued" and job.attempts == 0 and job.error_kind == "waiting"
+            s.add(m.KeyValue(key="test.calibrated", value={}))
+        bus.publish(events.CALIBRATION_REGISTERED, set="x")  # a set registered: waiting targets resume now
+        await run_until(db, lambda: group_states(db)[gid] == states.CALIBRATED, timeout=10)
+    finally:
+        await engine.stop()
+    with db.session() as s:
+        trail = [t.to_state for t in s.scalars(select(m.StateTransition).where(m.StateTransition.group_id == gid)
+                                               .order_by(m.StateTransition.id))]
+    assert trail == ["converting", "converted", "waiting_for_calibration", "calibrating", "calibrated"]
+
+
+async def test_waiting_past_deadline_fails_with_reason(tmp_path: Path) -> None:
+    from stagefuncs import gated_registry
+
+    settings = fast_settings(tmp_path)
+    db = _db(settings)
+    (gid,) = seed_groups(db, 1)
+    engine, bus = make_engine(settings, db, gated_registry(deadline_s=0.5))
+    await engine.start()
+    try:
+        await run_until(db, lambda: group_states(db)[gid] == states.WAITING)
+        await asyncio.sleep(0.6)
+        bus.publish(events.CALIBRATION_REGISTERED, set="unrelated")  # recheck now: still nothing, deadline passed
+        await run_until(db, lambda: group_states(db)[gid] == states.FAILED, timeout=10)
+    finally:
+        await engine.stop()
+    with db.session() as s:
+        group = s.get_one(m.ObservationGroup, gid)
+    assert "gave up waiting" in group.error and "no calibration set yet" in group.error

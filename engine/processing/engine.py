@@ -21,6 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy
 import sqlalchemy.exc
 import tenacity
 from sqlalchemy import select
@@ -34,7 +35,7 @@ from engine.events import EventBus
 from engine.logs import get_logger
 from engine.processing import states
 from engine.processing.queue import FAILED, RUNNING, SUCCEEDED, JobQueue, JobView, now
-from engine.processing.stages import Stage, StageRegistry, run_in_worker
+from engine.processing.stages import Stage, StageRegistry, Wait, run_in_worker
 from engine.processing.transitions import transition
 
 log = get_logger("engine")
@@ -84,6 +85,8 @@ class Engine:
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self.started = False
         bus.on(events.GROUP_READY, self._on_group_ready)
+        bus.on(events.CALIBRATION_REGISTERED, self._on_calibration)
+        self._release_requested = False
 
     # ---- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -147,6 +150,10 @@ class Engine:
         await asyncio.to_thread(self._write_paused, False)
         self._wake.set()
         self.bus.publish(events.ENGINE_RESUMED)
+
+    def _on_calibration(self, event: dict[str, Any]) -> None:
+        self._release_requested = True
+        self.poke()
 
     def _on_group_ready(self, event: dict[str, Any]) -> None:
         self._reconcile_requested = True
@@ -286,6 +293,12 @@ class Engine:
                 self._paused = await asyncio.to_thread(self._read_paused, False)
             except Exception:  # noqa: BLE001
                 log.exception("reading the pause flag failed")
+            if self._release_requested:
+                self._release_requested = False
+                try:
+                    await asyncio.to_thread(self.release_waiting)
+                except Exception:  # noqa: BLE001
+                    log.exception("releasing waiting jobs failed")
             if self._reconcile_requested:
                 self._reconcile_requested = False
                 try:
@@ -360,23 +373,63 @@ class Engine:
     def _begin(self, job: JobView, stage: Stage) -> dict[str, Any] | None:
         with self.db.session() as s:
             group = s.get(m.ObservationGroup, job.group_id) if job.group_id else None
-            if group is None or group.state != stage.start:
+            if group is None or (group.state != stage.start and group.state not in stage.also_from):
                 found = group.state if group else "missing"
                 msg = f"group {job.group_id} is {found}, stage {stage.job_type} needs {stage.start}"
                 self.queue.finish(s, job.id, self.worker_id, "cancelled", error=msg, error_kind="state")
                 log.warning(msg)
                 return None
-            transition(s, group.id, stage.start, stage.working, reason=f"{stage.job_type} started",
+            if stage.gate is not None:
+                try:
+                    verdict = stage.gate(s, group, self.settings)
+                except PermanentStageError as exc:
+                    self._fail_in(s, job, group, group.state, f"{type(exc).__name__}: {exc}")
+                    return None
+                if verdict is not None:
+                    self._hold(s, job, group, verdict)
+                    return None
+            transition(s, group.id, group.state, stage.working, reason=f"{stage.job_type} started",
                        worker=self.worker_id, attempt=job.attempts, job_id=job.id)
             params = stage.prepare(s, group, self.settings)
         params.update(_db_path=str(self.db.path), _job_id=job.id, _attempt=job.attempts)
         return params
 
+    def _hold(self, s: Any, job: JobView, group: m.ObservationGroup, verdict: Wait) -> None:
+        """Park the group in waiting_for_calibration and the job until the next check (no attempt spent)."""
+        t = now()
+        if verdict.deadline is not None and t >= verdict.deadline:
+            self._fail_in(s, job, group, group.state, f"gave up waiting at {verdict.deadline:%Y-%m-%d %H:%M} UTC: "
+                                                     f"{verdict.reason}")
+            return
+        if group.state != states.WAITING:
+            transition(s, group.id, group.state, states.WAITING, reason=verdict.reason, worker=self.worker_id,
+                       attempt=job.attempts, job_id=job.id)
+        group.wait_deadline = verdict.deadline
+        self.queue.finish(s, job.id, self.worker_id, "queued", error=verdict.reason, error_kind="waiting",
+                          retry_at=t + timedelta(seconds=verdict.recheck_s))
+        s.execute(sqlalchemy.update(m.Job).where(m.Job.id == job.id).values(attempts=m.Job.attempts - 1))
+        log.info("group %s waits: %s", group.id, verdict.reason)
+
+    def _fail_in(self, s: Any, job: JobView, group: m.ObservationGroup, state: str, message: str) -> None:
+        transition(s, group.id, state, states.FAILED, reason=message, error=message, worker=self.worker_id,
+                   attempt=job.attempts, job_id=job.id)
+        self.queue.finish(s, job.id, self.worker_id, FAILED, error=message, error_kind="permanent")
+        s.add(m.JobLog(job_id=job.id, level="ERROR", message=message))
+        log.error("job %s failed: %s", job.id, message)
+
+    def release_waiting(self) -> int:
+        """A calibration set registered: let every waiting target check again now."""
+        with self.db.session() as s:
+            waiting = select(m.ObservationGroup.id).where(m.ObservationGroup.state == states.WAITING)
+            res = s.execute(sqlalchemy.update(m.Job).where(m.Job.state == "queued", m.Job.group_id.in_(waiting))
+                            .values(run_after=now()))
+            return res.rowcount or 0
+
     def _succeed(self, job: JobView, stage: Stage, outcome: dict[str, Any]) -> None:
         try:
             with self.db.session() as s:
                 group = s.get_one(m.ObservationGroup, job.group_id)
-                stage.record(s, group, outcome, self.settings)
+                published = stage.record(s, group, outcome, self.settings) or []
                 transition(s, group.id, stage.working, stage.done, reason=f"{stage.job_type} succeeded",
                            worker=self.worker_id, attempt=job.attempts, job_id=job.id)
                 self.queue.finish(s, job.id, self.worker_id, SUCCEEDED, outcome=_summarise(outcome))
@@ -386,6 +439,8 @@ class Engine:
             self._fail(job, stage, exc)
             return
         log.info("job %s (%s) succeeded for group %s", job.id, job.type, job.group_id)
+        for event_type, data in published:
+            self.bus.publish(event_type, **data)
         self.bus.publish(events.JOB_SUCCEEDED, job_id=job.id, job_type=job.type, group_id=job.group_id)
         self.bus.publish(events.STATE_CHANGED, group_id=job.group_id, state=stage.done, previous=stage.working)
         if nxt:
@@ -410,6 +465,8 @@ class Engine:
         try:
             with self.db.session() as s:
                 group = s.get(m.ObservationGroup, job.group_id) if job.group_id else None
+                if group is not None and stage.on_failure is not None:
+                    stage.on_failure(s, group, exc, self.settings)
                 if group is not None and group.state == stage.working:
                     if retry:
                         transition(s, group.id, stage.working, stage.start, worker=self.worker_id,

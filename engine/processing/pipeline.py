@@ -11,8 +11,10 @@ from engine.processing.stages import StageRegistry
 
 
 def default_registry() -> StageRegistry:
-    from engine.processing import stage_convert
+    from engine.processing import stage_calibrate, stage_convert
 
     registry = StageRegistry()
     registry.register(stage_convert.STAGE)
+    registry.register(stage_calibrate.SOLVE)
+    registry.register(stage_calibrate.CALIBRATE)
     return registry

@@ -65,6 +65,9 @@ def record(s: Any, group: m.ObservationGroup, outcome: dict[str, Any], settings:
         group.dec_deg = outcome["pointing_dec_deg"]
     if outcome["missing_subbands"]:
         group.missing_subbands = outcome["missing_subbands"]
+    from engine.processing.stage_calibrate import classify_group
+
+    classify_group(group, settings)  # refined with the MS's real times
 
 
 STAGE = Stage("convert", states.PENDING, states.CONVERTING, states.CONVERTED,

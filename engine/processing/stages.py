@@ -10,6 +10,7 @@ recorded in the same commit that marks the stage done.
 from __future__ import annotations
 
 import importlib
+from datetime import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,21 @@ from engine.db import models as m
 from engine.processing import joblog
 
 Prepare = Callable[[Session, m.ObservationGroup, Any], dict[str, Any]]
-Record = Callable[[Session, m.ObservationGroup, dict[str, Any], Any], None]
+# A record hook may return events (type, data) to publish once its transaction has committed.
+Record = Callable[[Session, m.ObservationGroup, dict[str, Any], Any], "list[tuple[str, dict[str, Any]]] | None"]
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A gate's verdict: not yet — check again later, fail after ``deadline``."""
+
+    reason: str
+    deadline: datetime | None
+    recheck_s: float
+
+
+Gate = Callable[[Session, m.ObservationGroup, Any], Wait | None]
+OnFailure = Callable[[Session, m.ObservationGroup, BaseException, Any], None]
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,9 @@ class Stage:
     record: Record
     max_attempts: int | None = None
     applies: Callable[[m.ObservationGroup], bool] = field(default=lambda g: True)
+    also_from: tuple[str, ...] = ()  # further resting states the stage may start from (waiting)
+    gate: Gate | None = None  # may hold the group back (e.g. no calibration yet) before it starts
+    on_failure: OnFailure | None = None  # records what a failure leaves behind (e.g. a rejected set)
 
 
 class StageRegistry:
@@ -52,7 +70,7 @@ class StageRegistry:
     def next_for(self, group: m.ObservationGroup, state: str) -> Stage | None:
         """The stage that starts from ``state`` for this group, if one is installed."""
         for stage in self._stages.values():
-            if stage.start == state and stage.applies(group):
+            if (stage.start == state or state in stage.also_from) and stage.applies(group):
                 return stage
         return None
 
