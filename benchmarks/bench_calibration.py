@@ -29,7 +29,7 @@ from engine.calibration.apply import apply_calibration, read_ms_for_solve  # noq
 from engine.calibration.caltable import write_bandpass_table, write_gain_table  # noqa: E402
 from engine.calibration.flagging import flag_rfi  # noqa: E402
 from engine.calibration.qa import evaluate_qa  # noqa: E402
-from engine.calibration.solver import calibrator_model, solve_calibration  # noqa: E402
+from engine.calibration.solver import calibrator_model, normalise_bandpass, solve_calibration  # noqa: E402
 from engine.calibration.synthetic import inject_rfi, synthesize, write_ms  # noqa: E402
 
 OLD_CASA_CHAIN_S = 774.0
@@ -107,8 +107,7 @@ def main(argv=None) -> int:
         # accuracy against the truth (solver convention: refant phase 0, B mean amplitude 1)
         ref = res.refant
         B = obs.bandpass * np.conj(obs.bandpass[ref:ref + 1]) / np.abs(obs.bandpass[ref:ref + 1])
-        c = B.mean(axis=1, keepdims=True)
-        Bn = B / (c / np.abs(c) * np.abs(B).mean(axis=1, keepdims=True))
+        Bn, _ = normalise_bandpass(B)
         J = obs.gains[:, :, None, :] * obs.bandpass[None]
         J = J * np.conj(J[:, ref:ref + 1]) / np.abs(J[:, ref:ref + 1])
         Gn = (J / Bn[None]).mean(axis=2)

@@ -166,11 +166,19 @@ def apply_to_arrays(vis: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: 
     J = bandpass[None].astype(np.complex128) * g[:, :, None, :]               # (Nu, nant, C, P)
     Jf = bf[None] | gf[:, :, None, :] | (J == 0) | ~np.isfinite(J)
     Jinv = np.where(Jf, 0, 1.0 / np.where(Jf, 1, J)).astype(np.complex64)
-    out = vis * Jinv[inv, ant1]
-    out *= np.conj(Jinv[inv, ant2])
+    out = Jinv[inv, ant1]
+    out *= vis
+    j2 = Jinv[inv, ant2]
+    np.conj(j2, out=j2)
+    out *= j2
+    del j2
+    # flagged solutions have Jinv = 0, so their corrected data are already 0
+    if not Jf.any():
+        return out, flags
     bad = Jf[inv, ant1]
     bad |= Jf[inv, ant2]
-    return out.astype(np.complex64, copy=False), flags | bad
+    bad |= flags
+    return out, bad
 
 
 def _as_caltable(x) -> CalTable:
