@@ -228,7 +228,8 @@ def simulate(out_dir, *, groups: int = 1, preset: str = "small", dec_deg: float 
              rfi: bool = False, antenna_file=None, unit_gains: bool = False,
              noise: bool = True, sources: Sequence[Source] | None = None,
              n_ant: int | None = None, convention: str = "unprojected_w0",
-             subbands: Sequence[int] | None = None) -> list[SimulatedGroup]:
+             subbands: Sequence[int] | None = None,
+             workers: int | None = None) -> list[SimulatedGroup]:
     """Write ``groups`` consecutive DSA-110 observations to ``out_dir``.
 
     ``preset``: ``tiny`` (10 antennas, 8 integrations), ``small`` (28
@@ -238,6 +239,9 @@ def simulate(out_dir, *, groups: int = 1, preset: str = "small", dec_deg: float 
     sources) by this list.  ``unit_gains``/``noise`` switch off gains/noise.
     ``faults``: any of ``missing_subband``, ``truncated_file``, ``nans``,
     ``timestamp_jitter``.  ``subbands``: write only these subband indices.
+    ``workers``: processes writing subbands in parallel (default: 2 for the
+    ``full`` preset, else 1).  Output does not depend on it (one random
+    stream per subband).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -281,7 +285,6 @@ def simulate(out_dir, *, groups: int = 1, preset: str = "small", dec_deg: float 
     sigma = inst.noise_sigma_jy(subband_channel_width(nchan), dt_int)
     results = []
     for g, gstart in enumerate(starts):
-        rng = np.random.default_rng([seed, g])
         jd_t = _jd(gstart) + (np.arange(n_int) + 0.5) * dt_int / 86400.0
         lst_t = inst.lst_rad(jd_t)
         point = inst.direction_ecef(lst_t, np.full(n_int, dec_rad), lst_t)         # (Nt,3)
@@ -339,65 +342,28 @@ def simulate(out_dir, *, groups: int = 1, preset: str = "small", dec_deg: float 
                                       "cross baselines; bursts: all channels and cross baselines"}
 
         gains_all = gain_model(gparams, jd_t, all_freqs, ref_jd)   # (Nact, Nt, 768, 2)
-        pos = layout.positions_ecef_rel
-        enu = layout.enu
-        uvw_bl = enu[arr.ant2] - enu[arr.ant1]
-        up = np.array([0.0, 0.0, 1.0])
+        ctx = _SubbandJob(
+            arr=arr, sources=used, s_hats=s_hats, beams=beams_full, all_freqs=all_freqs,
+            gains=gains_all, n_int=n_int, nchan=nchan, noise=noise, sigma=sigma,
+            convention=convention, rfi=rfi_info, fault_info=fault_info, jitter=jitter,
+            gstart=gstart, out_dir=out_dir, jd_t=jd_t, lst_t=lst_t, dec_rad=dec_rad,
+            seed=seed, group=g)
+        todo = [sb for sb in sb_list if sb not in skip_sb]
+        n_workers = _n_workers(workers, preset, len(todo))
+        if n_workers > 1:
+            import concurrent.futures as cf
+            import multiprocessing as mp
+
+            with cf.ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn")) as pool:
+                outs = list(pool.map(_simulate_subband, [ctx] * len(todo), todo))
+        else:
+            outs = [_simulate_subband(ctx, sb) for sb in todo]
         files = []
-        for sb in sb_list:
-            if sb in skip_sb:
-                continue
-            freqs = subband_frequencies(sb, nchan)                      # descending
-            idx = np.searchsorted(all_freqs, freqs)
-            vis = _sky_model_subband(arr, used, s_hats, [b[:, idx] for b in beams_full], freqs, n_int)
-            if convention == "zenith":
-                wz = np.tile((uvw_bl @ up), n_int)
-                vis *= inst.delay_phasor(-wz, freqs)
-            vis = np.repeat(vis[:, :, None], 2, axis=2)                  # (Nblts, Nf, 2)
-            gs = gains_all[:, :, idx, :].astype(np.complex64)            # (Nact, Nt, Nf, 2)
-            t_idx = np.repeat(np.arange(n_int), nbls)
-            a1 = np.tile(arr.a1_act, n_int)
-            a2 = np.tile(arr.a2_act, n_int)
-            vis *= gs[a1, t_idx]
-            vis *= np.conj(gs[a2, t_idx])
-            auto = a1 == a2
-            if noise:
-                vis.real[auto] += (inst.SEFD_JY * np.abs(gs[a1[auto], t_idx[auto]]) ** 2)
-                nz = rng.standard_normal((vis.shape[0], nchan, 2, 2), dtype=np.float32)
-                nz *= np.float32(sigma)
-                vis.real += nz[..., 0]
-                vis.imag += nz[..., 1]
-                vis.imag[auto] = 0.0
-                vis.real[auto] += nz[auto][..., 0] * np.float32(np.sqrt(2.0) - 1.0)
-            if rfi_info:
-                lo = (15 - sb) * nchan
-                cross = ~auto
-                for c in rfi_info["narrowband_channels"]:
-                    if lo <= c < lo + nchan:
-                        col = nchan - 1 - (c - lo)                       # file order is descending
-                        ph = np.exp(1j * rng.uniform(0, 2 * np.pi, cross.sum())).astype(np.complex64)
-                        vis[cross, col, :] += (rfi_info["narrowband_amp_jy"] * ph)[:, None]
-                for t in rfi_info["burst_integrations"]:
-                    rows = np.flatnonzero(cross & (t_idx == t))
-                    ph = np.exp(1j * rng.uniform(0, 2 * np.pi, (len(rows), nchan))).astype(np.complex64)
-                    vis[rows] += (rfi_info["burst_amp_jy"] * ph)[:, :, None]
-            if "nans" in fault_info and sb == fault_info["nans"]["subband"]:
-                rows = rng.choice(vis.shape[0], size=5, replace=False)
-                chans = rng.integers(0, nchan, 5)
-                vis[rows, chans, 0] = np.nan
-                fault_info["nans"]["samples"] = [[int(r_), int(c_), 0] for r_, c_ in zip(rows, chans)]
-                fault_info["nans"]["sample_index"] = "(blt row, channel in file order, pol)"
-            name_time = gstart + timedelta(seconds=jitter.get(sb, 0))
-            path = out_dir / subband_filename(name_time, sb)
-            _write_uvh5(path, vis=vis, jd_t=jd_t, lst_t=lst_t, arr=arr, uvw_bl=uvw_bl,
-                        freqs=freqs, chan_width=subband_channel_width(nchan), dec_rad=dec_rad,
-                        convention=convention, sb=sb)
-            del vis
-            if fault_info.get("truncated_file") == sb:
-                size = path.stat().st_size
-                with open(path, "r+b") as fh:
-                    fh.truncate(int(size * 0.4))
+        for path, nan_samples in outs:
             files.append(path)
+            if nan_samples is not None:
+                fault_info["nans"]["samples"] = nan_samples
+                fault_info["nans"]["sample_index"] = "(blt row, channel in file order, pol)"
 
         manifest = out_dir / f"{gstart.strftime('%Y-%m-%dT%H:%M:%S')}_truth.json"
         truth = {
@@ -439,6 +405,100 @@ def simulate(out_dir, *, groups: int = 1, preset: str = "small", dec_deg: float 
         results.append(SimulatedGroup(gstart, files, manifest,
                                       sorted(set(sb_list) - {int(f.name[-7:-5]) for f in files})))
     return results
+
+
+@dataclass
+class _SubbandJob:
+    """Everything one subband needs (picklable, sent to worker processes)."""
+
+    arr: _Array
+    sources: list
+    s_hats: list
+    beams: list
+    all_freqs: np.ndarray
+    gains: np.ndarray
+    n_int: int
+    nchan: int
+    noise: bool
+    sigma: float
+    convention: str
+    rfi: dict | None
+    fault_info: dict
+    jitter: dict
+    gstart: datetime
+    out_dir: Path
+    jd_t: np.ndarray
+    lst_t: np.ndarray
+    dec_rad: float
+    seed: int
+    group: int
+
+
+def _n_workers(workers: int | None, preset: str, n_sb: int) -> int:
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if preset == "full" else 1
+    return max(1, min(int(workers), n_sb))
+
+
+def _simulate_subband(job: _SubbandJob, sb: int):
+    """Write one subband file; returns (path, NaN sample list or None)."""
+    arr, nchan, n_int = job.arr, job.nchan, job.n_int
+    nbls = len(arr.ant1)
+    rng = np.random.default_rng([job.seed, job.group, sb])
+    layout = arr.layout
+    uvw_bl = layout.enu[arr.ant2] - layout.enu[arr.ant1]
+    freqs = subband_frequencies(sb, nchan)                      # descending
+    idx = np.searchsorted(job.all_freqs, freqs)
+    vis = _sky_model_subband(arr, job.sources, job.s_hats, [b[:, idx] for b in job.beams], freqs, n_int)
+    if job.convention == "zenith":
+        wz = np.tile(uvw_bl[:, 2], n_int)
+        vis *= inst.delay_phasor(-wz, freqs)
+    vis = np.repeat(vis[:, :, None], 2, axis=2)                  # (Nblts, Nf, 2)
+    gs = job.gains[:, :, idx, :].astype(np.complex64)            # (Nact, Nt, Nf, 2)
+    t_idx = np.repeat(np.arange(n_int), nbls)
+    a1 = np.tile(arr.a1_act, n_int)
+    a2 = np.tile(arr.a2_act, n_int)
+    vis *= gs[a1, t_idx]
+    vis *= np.conj(gs[a2, t_idx])
+    auto = a1 == a2
+    if job.noise:
+        vis.real[auto] += (inst.SEFD_JY * np.abs(gs[a1[auto], t_idx[auto]]) ** 2)
+        nz = rng.standard_normal((vis.shape[0], nchan, 2, 2), dtype=np.float32)
+        nz *= np.float32(job.sigma)
+        vis.real += nz[..., 0]
+        vis.imag += nz[..., 1]
+        vis.imag[auto] = 0.0
+        vis.real[auto] += nz[auto][..., 0] * np.float32(np.sqrt(2.0) - 1.0)
+        del nz
+    if job.rfi:
+        lo = (15 - sb) * nchan
+        cross = ~auto
+        for c in job.rfi["narrowband_channels"]:
+            if lo <= c < lo + nchan:
+                col = nchan - 1 - (c - lo)                       # file order is descending
+                ph = np.exp(1j * rng.uniform(0, 2 * np.pi, cross.sum())).astype(np.complex64)
+                vis[cross, col, :] += (job.rfi["narrowband_amp_jy"] * ph)[:, None]
+        for t in job.rfi["burst_integrations"]:
+            rows = np.flatnonzero(cross & (t_idx == t))
+            ph = np.exp(1j * rng.uniform(0, 2 * np.pi, (len(rows), nchan))).astype(np.complex64)
+            vis[rows] += (job.rfi["burst_amp_jy"] * ph)[:, :, None]
+    nan_samples = None
+    if "nans" in job.fault_info and sb == job.fault_info["nans"]["subband"]:
+        rows = rng.choice(vis.shape[0], size=5, replace=False)
+        chans = rng.integers(0, nchan, 5)
+        vis[rows, chans, 0] = np.nan
+        nan_samples = [[int(r_), int(c_), 0] for r_, c_ in zip(rows, chans)]
+    name_time = job.gstart + timedelta(seconds=job.jitter.get(sb, 0))
+    path = Path(job.out_dir) / subband_filename(name_time, sb)
+    _write_uvh5(path, vis=vis, jd_t=job.jd_t, lst_t=job.lst_t, arr=arr, uvw_bl=uvw_bl,
+                freqs=freqs, chan_width=subband_channel_width(nchan), dec_rad=job.dec_rad,
+                convention=job.convention, sb=sb)
+    del vis
+    if job.fault_info.get("truncated_file") == sb:
+        size = path.stat().st_size
+        with open(path, "r+b") as fh:
+            fh.truncate(int(size * 0.4))
+    return path, nan_samples
 
 
 def _write_uvh5(path: Path, *, vis, jd_t, lst_t, arr: _Array, uvw_bl, freqs, chan_width,
