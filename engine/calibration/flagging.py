@@ -43,6 +43,13 @@ class FlagResult:
     new_fraction: float            # newly flagged by this call, cross-correlations only
 
 
+def _median_last(x: np.ndarray) -> np.ndarray:
+    """Median along the last axis by a single partition (the upper median for an
+    even count, which is all a robust model needs)."""
+    n = x.shape[-1]
+    return np.partition(x, n // 2, axis=-1)[..., n // 2]
+
+
 def _running_median(x: np.ndarray, width: int, axis: int) -> np.ndarray:
     """Running median of odd ``width`` along ``axis`` (edges: nearest-value padding)."""
     n = x.shape[axis]
@@ -59,10 +66,18 @@ def _running_median(x: np.ndarray, width: int, axis: int) -> np.ndarray:
     return part[..., half]
 
 
+def _sl(ndim: int, axis: int, start, stop) -> tuple:
+    idx = [slice(None)] * ndim
+    idx[axis] = slice(start, stop)
+    return tuple(idx)
+
+
 def sumthreshold(z: np.ndarray, mask: np.ndarray, axis: int, window: int, threshold: float) -> None:
     """One SumThreshold pass in place: flag every sample of each length-``window``
-    run along ``axis`` (-1 or -2 of a (..., T, C) array) whose mean exceeds
-    ``threshold``; samples already flagged count as ``threshold``."""
+    run along ``axis`` whose mean exceeds ``threshold``; samples already flagged
+    count as ``threshold`` (Offringa et al. 2010)."""
+    nd = z.ndim
+    axis = axis % nd
     L = z.shape[axis]
     if window > L:
         return
@@ -71,26 +86,21 @@ def sumthreshold(z: np.ndarray, mask: np.ndarray, axis: int, window: int, thresh
     if window == 1:
         mask |= x > thr
         return
-    if axis in (-2, z.ndim - 2):
-        x = np.swapaxes(x, -1, -2)
-        m = np.swapaxes(mask, -1, -2)
-    else:
-        m = mask
     # window sums by repeated doubling (contiguous slices, no cumsum rounding)
     s = x
     w = 1
     while w < window:
-        s = s[..., :-w] + s[..., w:]
+        s = s[_sl(nd, axis, None, -w)] + s[_sl(nd, axis, w, None)]
         w *= 2
     hit = s > thr * window                               # windows starting at 0 .. L-window
     # dilate: sample j is covered by any hit window starting in [j-window+1, j]
-    cover = np.zeros(m.shape, dtype=bool)
-    cover[..., :hit.shape[-1]] |= hit
+    cover = np.zeros(mask.shape, dtype=bool)
+    cover[_sl(nd, axis, None, hit.shape[axis])] = hit
     w = 1
     while w < window:
-        cover[..., w:] |= cover[..., :-w].copy()
+        cover[_sl(nd, axis, w, None)] |= cover[_sl(nd, axis, None, -w)].copy()
         w *= 2
-    m |= cover
+    mask |= cover
 
 
 def _robust_z(a: np.ndarray, f: np.ndarray, spectral_smooth: int, temporal_smooth: int,
@@ -101,15 +111,15 @@ def _robust_z(a: np.ndarray, f: np.ndarray, spectral_smooth: int, temporal_smoot
     if f.any():
         fill = np.median(a[..., ::8], axis=(2, 3))                                # (nb, P)
         a = np.where(f, fill[..., None, None], a)
-    spec = np.median(a, axis=2) if T > 2 else a.mean(axis=2)                     # (nb, P, C)
+    spec = _median_last(np.ascontiguousarray(np.swapaxes(a, 2, 3))) if T > 2 else a.mean(axis=2)  # (nb, P, C)
     spec = _running_median(spec, spectral_smooth, axis=-1)
     r = a - spec[:, :, None, :]
-    tm = np.median(r[..., ::2], axis=3)                                          # (nb, P, T)
+    tm = _median_last(r[..., ::2])                                               # (nb, P, T)
     tm = _running_median(tm, temporal_smooth, axis=-1)
     r -= tm[..., None]
-    sub = r[..., ::max(1, mad_stride)]
-    med = np.median(sub, axis=(2, 3))
-    mad = np.median(np.abs(sub - med[..., None, None]), axis=(2, 3))
+    sub = r[..., ::max(1, mad_stride)].reshape(nb, P, -1)
+    med = _median_last(sub)
+    mad = _median_last(np.abs(sub - med[..., None]))
     sigma = np.float32(1.4826) * mad
     sigma = np.where(sigma > 0, sigma, np.float32(np.inf))
     r -= med[..., None, None]
