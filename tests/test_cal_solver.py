@@ -217,3 +217,15 @@ def test_interpolate_in_time_flags():
     vals, fl = interpolate_in_time(t, s, f, np.array([5.0, 10.0, 15.0, 25.0]))
     assert np.degrees(np.angle(vals[0, 0])) == pytest.approx(45.0)
     assert not fl[0, 0] and not fl[1, 0] and fl[2, 0] and fl[3, 0]
+
+
+def test_point_model_fast_path_matches_direct():
+    rng = np.random.default_rng(3)
+    uvw = rng.uniform(-1500, 1500, (3, 40, 3))
+    freqs = 1.311e9 + 244140.625 * np.arange(64)            # uniform: two-table fast path
+    lmn = (0.03, -0.02, math.sqrt(1 - 0.03 ** 2 - 0.02 ** 2))
+    fast = point_source_model(uvw, freqs, lmn, np.linspace(4, 6, 64))
+    lam = 299792458.0 / freqs
+    tau = uvw[..., 0] * lmn[0] + uvw[..., 1] * lmn[1] + uvw[..., 2] * (lmn[2] - 1)
+    direct = np.linspace(4, 6, 64) * np.exp(2j * np.pi * tau[..., None] / lam)
+    assert np.abs(fast - direct).max() < 1e-4

@@ -81,8 +81,29 @@ def point_source_model(uvw_m: np.ndarray, freqs_hz: np.ndarray, lmn: tuple[float
     nt, nb = tau.shape
     s = np.broadcast_to(np.asarray(flux, dtype=np.float64), (nt, freqs.size)) if np.ndim(flux) \
         else np.full((nt, freqs.size), float(flux))
-    out = np.empty((nt, nb, freqs.size), dtype=np.complex64)
+    C = freqs.size
+    out = np.empty((nt, nb, C), dtype=np.complex64)
     two_pi = 2.0 * np.pi * sign
+    df = freqs[1] - freqs[0] if C > 1 else 0.0
+    uniform = C > 1 and np.allclose(np.diff(freqs), df, rtol=0, atol=abs(df) * 1e-9)
+    blk = int(2 ** round(math.log2(math.sqrt(C)))) if uniform else 0
+    if uniform and C % blk == 0:
+        # exp(i 2 pi tau (f0 + (a blk + b) df)) = exp(i 2 pi tau (f0 + a blk df)) * exp(i 2 pi tau b df):
+        # two small tables and one complex multiply per sample
+        na = C // blk
+        a_f = freqs[0] + blk * df * np.arange(na)
+        b_f = df * np.arange(blk)
+        for t in range(nt):
+            cyc_a = np.multiply.outer(tau[t], a_f)
+            cyc_a -= np.round(cyc_a)
+            cyc_b = np.multiply.outer(tau[t], b_f)
+            cyc_b -= np.round(cyc_b)
+            ea = np.exp(1j * two_pi * cyc_a).astype(np.complex64)             # (nb, na)
+            eb = np.exp(1j * two_pi * cyc_b).astype(np.complex64)             # (nb, blk)
+            o = out[t].reshape(nb, na, blk)
+            np.multiply(ea[:, :, None], eb[:, None, :], out=o)
+            out[t] *= s[t].astype(np.float32)
+        return out
     for t in range(nt):   # time slices keep temporaries small; each slice is fully vectorised
         cycles = np.multiply.outer(tau[t], freqs)
         cycles -= np.round(cycles)
