@@ -116,6 +116,20 @@ class CalibrationSettings(_Section):
                 "max_phase_scatter_deg": self.qa_max_phase_scatter_deg}
 
 
+class ImagingSettings(_Section):
+    """Imaging backend and parameters (names as in engine.imaging.params.ImagingParams)."""
+
+    backend: Literal["builtin", "wsclean"] = "builtin"
+    wsclean_path: Path | None = None
+    params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"robust": 0.0, "niter": 1000}
+    qa: dict[str, Any] = Field(default_factory=dict)  # image QA thresholds (engine.imaging.qa)
+
+
+class SourcesSettings(_Section):
+    detect_snr: float = Field(5.0, gt=0)
+    match_radius_arcsec: float = Field(10.0, gt=0)
+
+
 class TuiSettings(_Section):
     """The terminal console."""
 
@@ -156,6 +170,8 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
+    imaging: ImagingSettings = Field(default_factory=ImagingSettings)
+    sources: SourcesSettings = Field(default_factory=SourcesSettings)
     tui: TuiSettings = Field(default_factory=TuiSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 

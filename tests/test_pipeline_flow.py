@@ -73,3 +73,33 @@ async def test_corrupt_group_fails_with_reason_and_engine_goes_on(flow_runtime, 
     assert not (rt.settings.ms_dir / f"{ids[0]}.ms").exists()
     with rt.db.session() as s:  # the engine went on: the good group was converted
         assert s.scalar(select(m.MeasurementSet).where(m.MeasurementSet.group_id == ids[1])) is not None
+
+
+async def test_calibrator_transit_flows_to_complete(tmp_path: Path) -> None:
+    """Two tiny groups around a J0834+555 transit: convert → solve → image → measure → complete."""
+    from contimg_console.runtime import Runtime
+
+    settings = make_settings(tmp_path, ingest={"stable_s": 0, "poll_interval_s": 0.2},
+                             engine={"poll_interval_s": 0.1},
+                             imaging={"params": {"fov_deg": 0.6, "niter": 300}})
+    groups = simulate(tmp_path / "sim", groups=2, preset="tiny", seed=5)
+    rt = Runtime(settings)
+    await rt.start()
+    try:
+        for g in groups:
+            for f in g.files:
+                shutil.copy(f, settings.incoming_dir / f.name)
+        ids = [g.start.strftime("%Y-%m-%dT%H:%M:%S") for g in groups]
+        await run_until(rt.db, lambda: [group_states(rt.db).get(i) for i in ids] == ["complete"] * 2, timeout=300)
+    finally:
+        await rt.stop()
+    with rt.db.session() as s:
+        groups_db = {g.id: g for g in s.scalars(select(m.ObservationGroup))}
+        sets = list(s.scalars(select(m.CalibrationSet)))
+        images = list(s.scalars(select(m.Image)))
+    assert all(g.is_calibrator and g.calibrator_name == "J0834+5534" for g in groups_db.values())
+    assert sorted(c.status for c in sets) == ["active", "retired"]  # same transit: one wins, one is retired
+    assert all(c.qa_metrics["snr_median"] > 10 for c in sets)
+    assert len(images) == 2 and all(Path(i.path).exists() and Path(i.png_path).exists() for i in images)
+    assert all(i.qa_grade in ("good", "warn", "fail") and i.qa_summary for i in images)
+    assert all(i.data_column == "CORRECTED_DATA" and i.beam_major_arcsec for i in images)

@@ -56,11 +56,19 @@ def _finite_median(x: np.ndarray) -> float:
 def compute_metrics(result: SolveResult, ant1: np.ndarray | None = None,
                     ant2: np.ndarray | None = None) -> dict:
     """Plain-float metrics of a solve (see QAThresholds for the gated ones)."""
-    G, Gf = result.gains, result.gain_flags
-    B, Bf = result.bandpass, result.bandpass_flags
-    gs = result.gain_snr[~Gf]
-    bs = result.bandpass_snr[~Bf]
-    ants = result.antennas_with_solutions()
+    # Only antennas that appear in the data count: an MS lists every station of the array
+    # (117 for DSA-110) while ~96 take part; absent ones are not failed solutions.
+    present = np.arange(result.nant)
+    if ant1 is not None and ant2 is not None:
+        a1, a2 = np.asarray(ant1), np.asarray(ant2)
+        cross = a1 != a2
+        if cross.any():
+            present = np.unique(np.concatenate([a1[cross], a2[cross]]))
+    G, Gf = result.gains[:, present], result.gain_flags[:, present]
+    B, Bf = result.bandpass[present], result.bandpass_flags[present]
+    gs = result.gain_snr[:, present][~Gf]
+    bs = result.bandpass_snr[present][~Bf]
+    ants = np.intersect1d(result.antennas_with_solutions(), present)
     # per antenna/pol scatter of the gains over time, about their vector mean
     K = G.shape[0]
     if K > 1:
@@ -90,7 +98,7 @@ def compute_metrics(result: SolveResult, ant1: np.ndarray | None = None,
         "data_flagged_fraction": data_ff,
         "bandpass_flagged_fraction": float(Bf.mean()),
         "gain_flagged_fraction": float(Gf.mean()),
-        "n_antennas": int(result.nant),
+        "n_antennas": int(present.size),
         "n_antennas_with_solutions": int(ants.size),
         "phase_scatter_deg": _finite_median(ph_sc),
         "phase_scatter_deg_p90": float(np.nanpercentile(ph_sc, 90)) if np.isfinite(ph_sc).any() else float("nan"),

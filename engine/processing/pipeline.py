@@ -11,10 +11,12 @@ from engine.processing.stages import StageRegistry
 
 
 def default_registry() -> StageRegistry:
-    from engine.processing import stage_calibrate, stage_convert
+    from engine.processing import stage_calibrate, stage_convert, stage_image
 
     registry = StageRegistry()
     registry.register(stage_convert.STAGE)
     registry.register(stage_calibrate.SOLVE)
     registry.register(stage_calibrate.CALIBRATE)
+    registry.register(stage_image.IMAGE)
+    registry.register(stage_image.MEASURE)
     return registry
