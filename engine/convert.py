@@ -38,8 +38,19 @@ with ANTENNA1 <= ANTENNA2, ``UVW_ms = -uvw`` and ``DATA_ms = conj(V_phased)``.
 The convention used is written to the MS HISTORY.
 
 Missing subbands become flagged, zero-valued channels.  NaN/Inf samples are
-zeroed and flagged.  Inconsistent or duplicate subbands raise
-:class:`~engine.errors.PermanentStageError` naming the files.
+zeroed and flagged.  Inconsistent or duplicate subbands, unreadable/corrupt
+input and wrong file names raise :class:`~engine.errors.PermanentStageError`
+naming the files; a failure while writing the MS (disk full, I/O error)
+raises :class:`~engine.errors.TransientStageError`.  Either way the temporary
+MS is removed and nothing appears at the destination.  A conversion killed
+outright leaves only a ``.contimg-tmp-*`` directory next to the destination,
+which :func:`remove_stale_temporaries` deletes.
+
+Performance: the visibilities are streamed in blocks of rows: a helper thread
+reads every subband's rows with h5py (each byte read once), screens NaN/Inf,
+phases and reorders them while the calling thread writes the previous block
+with casacore (the only thread touching casacore).  Memory stays at a few
+hundred MB regardless of the group size.
 """
 
 from __future__ import annotations
@@ -57,7 +68,7 @@ from typing import Sequence
 import numpy as np
 
 from engine import instrument as inst
-from engine.errors import PermanentStageError
+from engine.errors import PermanentStageError, TransientStageError
 from engine.subbands import SubbandNameError, parse_subband_filename
 from engine.uvh5 import UVH5Header, UVH5RowReader, read_header, read_visibilities
 
@@ -282,8 +293,10 @@ def convert_group(files: Sequence[str | os.PathLike], out_ms: str | os.PathLike,
         raise PermanentStageError(f"{out_ms}: no input files")
     if out_ms.exists() and not overwrite:
         raise PermanentStageError(f"{out_ms}: destination already exists")
-    if not out_ms.parent.is_dir():
-        raise PermanentStageError(f"{out_ms.parent}: destination directory does not exist")
+    try:
+        out_ms.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermanentStageError(f"{out_ms.parent}: cannot create destination directory: {exc}") from exc
 
     # ---- headers --------------------------------------------------------
     t0 = time.perf_counter()
@@ -393,6 +406,10 @@ def convert_group(files: Sequence[str | os.PathLike], out_ms: str | os.PathLike,
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, out_ms)
+    except (OSError, RuntimeError) as exc:
+        # casacore/file-system failures while writing (disk full, I/O error): worth a retry
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TransientStageError(f"{out_ms}: writing the Measurement Set failed: {exc}") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
