@@ -201,7 +201,9 @@ def test_zenith_convention_option(tmp_path):
 
 
 def test_missing_subband_gives_flagged_channels(tmp_path):
-    (g,) = simulate(tmp_path / "sim", preset="tiny", faults=("missing_subband", "nans"), seed=8)
+    (g,) = simulate(tmp_path / "sim", preset="tiny", faults=("missing_subband", "nans", "timestamp_jitter"),
+                    seed=8)
+    assert len({p.name[:19] for p in g.files}) > 1          # file-name times differ by a few seconds
     res = convert_group(g.files, tmp_path / "m.ms")
     assert res.missing_subbands == [7] and res.channels == 768
     assert res.nan_samples_flagged == 5
