@@ -343,7 +343,7 @@ def test_kill_mid_write_leaves_no_ms(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     code = ("import sys; from engine.convert import convert_group; "
-            "convert_group(sys.argv[2:], sys.argv[1], chunk_rows=512)")
+            "convert_group(sys.argv[2:], sys.argv[1], chunk_rows=256)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(out / "k.ms")] + [str(p) for p in g.files],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -351,7 +351,7 @@ def test_kill_mid_write_leaves_no_ms(tmp_path):
         while time.time() < deadline and not list(out.glob(f"{TMP_PREFIX}*")):
             time.sleep(0.01)
         assert list(out.glob(f"{TMP_PREFIX}*")), "conversion never started writing"
-        time.sleep(0.2)
+        time.sleep(0.05)                   # the skeleton exists; blocks are being written
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(30)
