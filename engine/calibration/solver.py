@@ -188,24 +188,32 @@ def stefcal(A: np.ndarray, D: np.ndarray, g0: np.ndarray | None = None, *, max_i
     g[has & (g == 0)] = 1.0
     change = np.full(nprob, np.inf)
     active = np.arange(nprob)
+    Aa = np.ascontiguousarray(A)
+    Da = np.ascontiguousarray(D)
+    cur = active            # problems held in Aa/Da
     it = 0
     for it in range(1, max_iter + 1):
-        if active.size == nprob:
-            Aa, Da, ga = A, D, g
-        else:
-            Aa, Da, ga = A[active], D[active], g[active]
+        if active.size < 0.6 * cur.size:   # compress the working set when it has shrunk enough
+            keep = np.isin(cur, active)
+            Aa, Da, cur = Aa[keep], Da[keep], cur[keep]
+        sel = np.isin(cur, active) if cur.size != active.size else None
+        ga = g[cur]
         num = np.einsum("kpq,kq->kp", Aa, ga)
         den = np.einsum("kpq,kq->kp", Da, (ga.real ** 2 + ga.imag ** 2))
         ok = den > 0
         gn = np.where(ok, num / np.where(ok, den, 1.0), 0.0).astype(cdt)
         if it % 2 == 0:
             gn = 0.5 * (gn + ga)
+        if sel is not None:   # converged problems in the working set keep their values
+            gn, ga, cur_act = gn[sel], ga[sel], cur[sel]
+        else:
+            cur_act = cur
         norm = np.linalg.norm(gn, axis=1)
         ch = np.linalg.norm(gn - ga, axis=1) / np.where(norm > 0, norm, 1.0)
-        g[active] = gn
-        change[active] = ch
+        g[cur_act] = gn
+        change[cur_act] = ch
         if it % 2 == 0:   # convergence checked after the averaging step
-            active = active[ch >= tol]
+            active = cur_act[ch >= tol]
             if active.size == 0:
                 break
     return g, it, change
@@ -368,13 +376,44 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     nant = int(max(ant1.max(), ant2.max()) + 1) if nant is None else int(nant)
     if model.shape[:3] != (T, Nb, C):
         raise ValueError(f"model shape {model.shape} does not match data {vis.shape}")
+    if refant is not None and not 0 <= refant < nant:
+        raise ValueError(f"refant {refant} outside 0..{nant - 1}")
+    # Solve on the antennas present in cross-correlations only (an MS ANTENNA table
+    # may list the whole array); results are expanded back to ``nant`` at the end.
+    xc = ant1 != ant2
+    present = np.unique(np.concatenate([ant1[xc], ant2[xc]]))
+    if present.size < nant:
+        lut = np.full(nant, -1, np.int64)
+        lut[present] = np.arange(present.size)
+        sub_ant1 = np.where(lut[ant1] >= 0, lut[ant1], 0)
+        sub_ant2 = np.where(lut[ant2] >= 0, lut[ant2], 0)
+        sub_ant1[~xc] = sub_ant2[~xc] = 0          # autos of absent antennas: flagged anyway
+        sub_ref = None if refant is None or lut[refant] < 0 else int(lut[refant])
+        r = solve_calibration(vis, model, flags, sub_ant1, sub_ant2, times_s, freqs_hz, nant=present.size,
+                              refant=sub_ref, solint_s=solint_s, n_rounds=n_rounds,
+                              outlier_sigma=outlier_sigma, baseline_excess=baseline_excess, min_snr=min_snr,
+                              min_baselines=min_baselines, max_iter=max_iter, tol=tol)
+        def grow(x, axis, fill):
+            shape = list(x.shape)
+            shape[axis] = nant
+            out = np.full(shape, fill, dtype=x.dtype)
+            idx = [slice(None)] * x.ndim
+            idx[axis] = present
+            out[tuple(idx)] = x
+            return out
+        r.bandpass = grow(r.bandpass, 0, 0)
+        r.bandpass_flags = grow(r.bandpass_flags, 0, True)
+        r.bandpass_snr = grow(r.bandpass_snr, 0, 0)
+        r.gains = grow(r.gains, 1, 0)
+        r.gain_flags = grow(r.gain_flags, 1, True)
+        r.gain_snr = grow(r.gain_snr, 1, 0)
+        r.refant = int(present[r.refant])
+        return r
     fl = np.zeros(vis.shape, dtype=bool) if flags is None else np.array(flags, dtype=bool, copy=True)
     auto = ant1 == ant2
     fl[:, auto] = True
     cross = ~auto
     a1c, a2c = ant1[cross], ant2[cross]
-    if refant is not None and not 0 <= refant < nant:
-        raise ValueError(f"refant {refant} outside 0..{nant - 1}")
 
     tidx, gtimes, gint = solution_intervals(times_s, solint_s)
     K = gtimes.size
