@@ -158,6 +158,9 @@ def test_errors(tmp_path, case):
         solve_ms(ms, "NOT-A-CALIBRATOR", tmp_path)
     with pytest.raises(PermanentStageError):
         read_caltable(str(tmp_path / "missing.G"))
+    far = Calibrator("FAR", obs.calibrator.ra_deg, obs.calibrator.dec_deg + 5.0, 10.0)
+    with pytest.raises(PermanentStageError, match="outside the primary beam"):
+        solve_ms(ms, far, tmp_path / "far")
 
 
 def test_end_to_end_with_simulator_and_converter(tmp_path):

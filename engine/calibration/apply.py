@@ -312,8 +312,11 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
     t0 = time.perf_counter()
     model = calibrator_model(cal, d.uvw, d.times, d.freqs, d.phase_centre, sign=model_sign)
     timings["model"] = time.perf_counter() - t0
-    if not np.any(np.abs(model[:, d.ant1 != d.ant2]) > 0):
-        raise PermanentStageError(f"{ms_path}: calibrator {cal.name} has no flux in the primary beam")
+    peak = float(np.abs(model[:, d.ant1 != d.ant2][:, :1]).max()) if model.size else 0.0
+    expected = float(np.max(cal.flux_at(d.freqs)))
+    if not peak > 0.05 * expected:   # beam power < 5 %: beyond the main lobe of the primary beam
+        raise PermanentStageError(f"{ms_path}: calibrator {cal.name} is outside the primary beam main lobe "
+                                  f"(model peak {peak:.3g} Jy of {expected:.3g} Jy)")
     t0 = time.perf_counter()
     res = solve_calibration(d.vis, model, flags, d.ant1, d.ant2, d.times, d.freqs, nant=d.nant,
                             refant=refant, solint_s=solint_s)

@@ -127,14 +127,12 @@ def _robust_z(a: np.ndarray, f: np.ndarray, spectral_smooth: int, temporal_smoot
     return r
 
 
-def _flag_block(v: np.ndarray, f: np.ndarray, *, chi1: float, rho: float, time_windows, freq_windows,
+def _flag_block(pw: np.ndarray, f: np.ndarray, *, chi1: float, rho: float, time_windows, freq_windows,
                 spectral_smooth: int, temporal_smooth: int, mad_stride: int) -> np.ndarray:
-    """Flag one block of cross-correlations given as (nb, P, T, C); returns the
-    new mask (nb, T, C), common to all polarisations."""
-    nb, P, T, C = v.shape
+    """Flag one block of cross-correlations given as |V|^2 (nb, P, T, C); returns
+    the new mask (nb, T, C), common to all polarisations."""
+    nb, P, T, C = pw.shape
     # polarisation-combined amplitude sqrt(mean_p |V_p|^2): RFI in either polarisation adds to it
-    pw = v.real ** 2
-    pw += v.imag ** 2
     a = np.sqrt(pw.mean(axis=1, keepdims=True))                                   # (nb, 1, T, C)
     zc = _robust_z(a, f.any(axis=1, keepdims=True), spectral_smooth, temporal_smooth, mad_stride)[:, 0]
     mask = f.any(axis=1)
@@ -212,13 +210,15 @@ def flag_rfi(vis: np.ndarray, flags: np.ndarray | None = None, ant1: np.ndarray 
 
     def work(bl):
         sl = slice(int(bl[0]), int(bl[-1]) + 1) if bl[-1] - bl[0] + 1 == bl.size else bl
-        v = np.ascontiguousarray(np.transpose(vis[:, sl], (1, 3, 0, 2)))          # (nb, P, T, C)
-        f = np.transpose(out[:, sl], (1, 3, 0, 2))
-        bad = ~np.isfinite(v) | (v == 0)
-        f = f | bad
+        v = np.transpose(vis[:, sl], (1, 3, 0, 2))                                # (nb, P, T, C) view
+        pw = np.empty(v.shape, np.float32)                                      # |V|^2, contiguous
+        np.multiply(v.real, v.real, out=pw)
+        pw += v.imag * v.imag
+        bad = ~(pw > 0) | ~np.isfinite(pw)                                     # zero, NaN or inf data
+        f = np.transpose(out[:, sl], (1, 3, 0, 2)) | bad
         if bad.any():
-            v[bad] = 0
-        m = _flag_block(v, f, chi1=chi1, rho=rho, time_windows=tuple(time_windows),
+            pw[bad] = 0
+        m = _flag_block(pw, f, chi1=chi1, rho=rho, time_windows=tuple(time_windows),
                         freq_windows=tuple(freq_windows), spectral_smooth=spectral_smooth,
                         temporal_smooth=temporal_smooth, mad_stride=mad_stride)   # (nb, T, C)
         out[:, sl] |= np.transpose(m, (1, 0, 2))[..., None]
