@@ -1,14 +1,15 @@
 """Built-in imager: ducc0 wgridder + Clark/Hogbom CLEAN with major cycles.
 
-Orientation: ducc0 images V = exp(-2 pi i (u l0 + v m0 + w (n0 - 1))) at
-(first axis, second axis) = (N/2 + l0/cell, N/2 + m0/cell).  The MS
-convention (see ``engine.imaging``) has the opposite sign, so we grid with
-``flip_v=True, flip_w=True`` (and not flip_u): ducc0's first image axis is
-then the FITS x axis (RA increasing to the *left*: x = N/2 - l/cell) and its
-second axis y = N/2 + m/cell.  Arrays returned here are transposed to FITS
-order ``[y, x]``.  ``divide_by_n=False`` in both directions, so a point
-source of flux S (V = S exp(+2 pi i (ul + vm + w(n-1)))) images to a peak S
-and a CLEAN component of S degrids to V again (consistent major cycles).
+Orientation and signs (measured, see tests): ducc0's wgridder focuses
+V = exp(-2 pi i (u l0 + v m0 + w (n0 - 1))) at (first axis, second axis) =
+(N/2 + l0/cell, N/2 + m0/cell) only with ``flip_w=True``.  The MS convention
+(see ``engine.imaging``) has the opposite overall sign, i.e. u, v and w all
+negated, and the FITS x axis runs against l (x = N/2 - l/cell); together this
+gives ``flip_u=False, flip_v=True, flip_w=False``.  ducc0's second axis is
+then y = N/2 + m/cell; arrays returned here are transposed to FITS order
+``[y, x]``.  ``divide_by_n=False`` in both directions, so a point source of
+flux S (V = S exp(+2 pi i (ul + vm + w(n-1)))) images to a peak S and a
+CLEAN component of S degrids to V again (consistent major cycles).
 
 Images are normalised by the sum of imaging weights: the PSF peak is 1 and
 the dirty image is in Jy/beam.
@@ -239,7 +240,7 @@ class Gridder:
             uvw=self.uvw, freq=self.freq, pixsize_x=self.cell, pixsize_y=self.cell,
             epsilon=self.epsilon, nthreads=self.nthreads,
             do_wgridding=self.wgridding if wgridding is None else wgridding,
-            flip_u=False, flip_v=True, flip_w=True, divide_by_n=False, mask=self.mask,
+            flip_u=False, flip_v=True, flip_w=False, divide_by_n=False, mask=self.mask,
         )
 
     def grid(self, vis: np.ndarray, wgridding=None) -> np.ndarray:
