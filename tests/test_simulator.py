@@ -241,3 +241,13 @@ def test_full_preset_size_and_speed(tmp_path):
     assert 1.3e9 < size < 2.5e9
     uv = _read(g.files[0])
     assert uv.Nants_data == 96 and uv.Ntimes == 24 and uv.Nbls == 96 * 97 // 2
+
+
+def test_parallel_workers_write_identical_files(tmp_path):
+    kw = dict(preset="tiny", seed=6, subbands=[2, 11], faults=("nans",), rfi=True)
+    (a,) = simulate(tmp_path / "serial", workers=1, **kw)
+    (b,) = simulate(tmp_path / "parallel", workers=2, **kw)
+    for fa, fb in zip(a.files, b.files):
+        with h5py.File(fa) as x, h5py.File(fb) as y:
+            assert np.array_equal(x["Data/visdata"][()], y["Data/visdata"][()], equal_nan=True)
+    assert a.truth["faults"] == b.truth["faults"] and a.truth["rfi"] == b.truth["rfi"]
