@@ -229,3 +229,17 @@ def test_point_model_fast_path_matches_direct():
     tau = uvw[..., 0] * lmn[0] + uvw[..., 1] * lmn[1] + uvw[..., 2] * (lmn[2] - 1)
     direct = np.linspace(4, 6, 64) * np.exp(2j * np.pi * tau[..., None] / lam)
     assert np.abs(fast - direct).max() < 1e-4
+
+
+def test_antennas_absent_from_data_are_not_counted():
+    """An MS ANTENNA table may list the whole array; only antennas in the data count for QA."""
+    obs = synthesize(nant=10, nchan=16, ntime=8, sigma=0.5, seed=9)
+    a1 = obs.ant1 * 3          # antenna indices 0, 3, 6, ... 27 of a 30-antenna table
+    a2 = obs.ant2 * 3
+    res = solve_calibration(obs.vis, obs.model, None, a1, a2, obs.times, obs.freqs, nant=30)
+    assert res.bandpass.shape[0] == 30 and res.refant % 3 == 0
+    assert res.bandpass_flags[1].all() and not res.bandpass_flags[3].any()
+    q = evaluate_qa(res, None, a1, a2)
+    assert q.metrics["n_antennas"] == 10 and q.metrics["n_antennas_with_solutions"] == 10
+    assert q.passed, q.reasons
+    assert evaluate_qa(res).metrics["n_antennas"] == 10     # from SolveResult.antennas_present

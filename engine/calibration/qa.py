@@ -22,7 +22,7 @@ class QAThresholds:
     min_snr: float = 10.0                    # median gain SNR
     min_bandpass_snr: float = 3.0            # median bandpass SNR (per channel)
     max_flagged_fraction: float = 0.3        # data, bandpass and gain flag fractions each
-    min_antennas: int | None = None          # absolute; None = min_antenna_fraction of the array
+    min_antennas: int | None = None          # absolute; None = min_antenna_fraction of the antennas in the data
     min_antenna_fraction: float = 0.8
     max_phase_scatter_deg: float = 15.0      # median over antennas of the gain phase scatter in time
     max_amp_scatter: float = 0.1             # median over antennas of std(|G|)/mean(|G|)
@@ -58,7 +58,7 @@ def compute_metrics(result: SolveResult, ant1: np.ndarray | None = None,
     """Plain-float metrics of a solve (see QAThresholds for the gated ones)."""
     # Only antennas that appear in the data count: an MS lists every station of the array
     # (117 for DSA-110) while ~96 take part; absent ones are not failed solutions.
-    present = np.arange(result.nant)
+    present = np.arange(result.nant) if result.antennas_present is None else np.nonzero(result.antennas_present)[0]
     if ant1 is not None and ant2 is not None:
         a1, a2 = np.asarray(ant1), np.asarray(ant2)
         cross = a1 != a2

@@ -329,6 +329,7 @@ class SolveResult:
     noise_sigma: np.ndarray       # (npol,) rms |residual| per visibility (sqrt E|r|^2)
     outliers_flagged: int         # samples newly flagged from residuals
     iterations: dict = field(default_factory=dict)   # StEFCal iterations per solve and seconds per step
+    antennas_present: np.ndarray | None = None       # (nant,) bool: antenna appears in cross-correlations
 
     @property
     def nant(self) -> int:
@@ -408,6 +409,8 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         r.gain_flags = grow(r.gain_flags, 1, True)
         r.gain_snr = grow(r.gain_snr, 1, 0)
         r.refant = int(present[r.refant])
+        r.antennas_present = np.zeros(nant, bool)
+        r.antennas_present[present] = True
         return r
     fl = np.zeros(vis.shape, dtype=bool) if flags is None else np.array(flags, dtype=bool, copy=True)
     auto = ant1 == ant2
@@ -640,4 +643,5 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         gains=G.astype(np.complex64), gain_flags=Gflag, gain_snr=gsnr.astype(np.float32),
         gain_times=gtimes, gain_intervals=gint, time_to_solint=tidx, refant=ref,
         freqs=np.asarray(freqs_hz, dtype=np.float64), flags=fl, noise_sigma=np.sqrt(sigma2),
-        outliers_flagged=int(n_out), iterations=iters)
+        outliers_flagged=int(n_out), iterations=iters,
+        antennas_present=np.isin(np.arange(nant), np.concatenate([a1c, a2c])))
