@@ -14,7 +14,6 @@ total, and the accuracy against the known truth.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import sys

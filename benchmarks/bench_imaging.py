@@ -80,11 +80,12 @@ def part_compare(work, a):
     rng = np.random.default_rng(1)
     srcs = sky(rng, 8, a.cmp_fov * 0.4, 0.05, 0.5)
     t0 = time.perf_counter()
-    make_synthetic_ms(ms, srcs, ra0_deg=RA0, dec0_deg=DEC0, nant=a.cmp_nant, nchan=a.cmp_nchan, ntime=24,
-                      noise_jy=0.5, columns=("DATA", "CORRECTED_DATA"), layout="dsa")
-    print(f"compare: MS {a.cmp_nant} ant x {a.cmp_nchan} ch x 24 t written in {time.perf_counter() - t0:.1f}s")
+    if not os.path.exists(ms):  # a kept --workdir reuses its MS (same seed => same sky)
+        make_synthetic_ms(ms, srcs, ra0_deg=RA0, dec0_deg=DEC0, nant=a.cmp_nant, nchan=a.cmp_nchan, ntime=24,
+                          noise_jy=0.5, columns=("DATA", "CORRECTED_DATA"), layout="dsa")
+    print(f"compare: MS {a.cmp_nant} ant x {a.cmp_nchan} ch x 24 t ready in {time.perf_counter() - t0:.1f}s")
     p = dict(fov_deg=a.cmp_fov, niter=a.niter, chan_average=1, nthreads=a.threads)
-    first = image_ms(ms, os.path.join(work, "b0"), p)  # fixes cell/size/beam for both
+    first = image_ms(ms, os.path.join(work, "b0"), dict(p, niter=0))  # fixes cell/size/beam for both
     p.update(cell_arcsec=first["cell_arcsec"], imsize=first["npix"],
              restoring_beam=(first["beam"]["bmaj_arcsec"], first["beam"]["bmin_arcsec"], first["beam"]["bpa_deg"]))
     rb = image_ms(ms, os.path.join(work, "b"), p)
@@ -109,9 +110,9 @@ def part_compare(work, a):
 
 def part_full(work, a):
     ms = a.ms or os.path.join(work, "full.ms")
-    if not a.ms:
-        rng = np.random.default_rng(2)
-        srcs = sky(rng, 12, 1.5, 0.01, 1.0)
+    rng = np.random.default_rng(2)
+    srcs = sky(rng, 12, 1.5, 0.01, 1.0)
+    if not a.ms and not os.path.exists(ms):
         t0 = time.perf_counter()
         make_synthetic_ms(ms, srcs, ra0_deg=RA0, dec0_deg=DEC0, nant=96, nchan=768, ntime=24, noise_jy=1.0,
                           columns=("DATA", "CORRECTED_DATA"), layout="dsa")

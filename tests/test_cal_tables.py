@@ -205,3 +205,21 @@ def test_end_to_end_with_simulator_and_converter(tmp_path):
     print(f"\nend-to-end G*B phase error vs simulator truth: median {np.median(err_conj):.2f} deg "
           f"(wrong-conjugation hypothesis: {np.median(err_plain):.1f} deg)")
     assert np.median(err_conj) < 5.0 and np.median(err_plain) > 20.0
+
+
+def test_flag_ms_writes_rfi_flags(tmp_path):
+    from engine.calibration.apply import flag_ms
+    from engine.calibration.synthetic import inject_rfi
+
+    obs = synthesize(nant=10, nchan=96, ntime=12, sigma=2.3, seed=41)
+    mask, _ = inject_rfi(obs.vis, obs.ant1, obs.ant2, np.random.default_rng(5), 2.3, n_channels=3, n_bursts=1,
+                         amp_range_sigma=(20.0, 50.0))
+    ms = write_ms(str(tmp_path / "rfi.ms"), obs)
+    out = flag_ms(ms)
+    with tables.table(ms, ack=False) as t:
+        fl = t.getcol("FLAG").reshape(obs.vis.shape)
+    cross = obs.ant1 != obs.ant2
+    assert fl[:, cross][mask[:, cross]].mean() > 0.99
+    assert fl[:, cross][~mask[:, cross]].mean() < 0.01
+    assert not fl[:, ~cross].any()                 # autocorrelation flags are left alone
+    assert 0 < out["flagged_fraction"] < 0.2 and len(out["channel_fraction"]) == 96

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -271,9 +270,13 @@ def _write_flags(path: str, d: MSData, flags: np.ndarray) -> None:
 
 
 def flag_ms(ms_path: str | os.PathLike, **flag_kwargs) -> dict:
-    """RFI-flag an MS in place (DATA; FLAG column updated). Returns flag fractions."""
+    """RFI-flag the cross-correlations of an MS in place (DATA; FLAG column updated;
+    autocorrelation flags left as they were).  Returns flag fractions."""
     d = read_ms_for_solve(ms_path)
     fr = flag_rfi(d.vis, d.flags, d.ant1, d.ant2, nant=d.nant, **flag_kwargs)
+    auto = d.ant1 == d.ant2
+    if auto.any():   # autocorrelations are not RFI-tested: keep their flags
+        fr.flags[:, auto] = d.flags[:, auto]
     _write_flags(str(ms_path), d, fr.flags)
     return {"flagged_fraction": fr.flagged_fraction, "new_fraction": fr.new_fraction,
             "antenna_fraction": fr.antenna_fraction.tolist(), "channel_fraction": fr.channel_fraction.tolist()}
