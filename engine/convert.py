@@ -383,6 +383,9 @@ def convert_group(files: Sequence[str | os.PathLike], out_ms: str | os.PathLike,
     for h, d in zip(headers, dests):
         missing_chan[d] = False
         chan_width[d] = h.channel_width
+    if not identity:
+        # rows must be gathered out of order: load each file once and produce one block
+        chunk_rows = max(nrow, 1)
     stream = _Stream(headers, dests, delay=delay, swap=swap, perm=None if identity else perm,
                      nchan=nchan, npol=npol, missing_chan=missing_chan, timer=timer)
     try:
