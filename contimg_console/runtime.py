@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import shutil
 import logging
 from typing import Any
 
@@ -134,7 +135,12 @@ class Runtime:
 
         db = await asyncio.to_thread(db_check)
         eng = self.engine.status()
+        disk = shutil.disk_usage(self.settings.data_dir)
         return {
+            "disk": {"status": "healthy" if disk.used / disk.total < 0.85 else "degraded",
+                     "message": f"{disk.free / 1e9:.1f} GB free",
+                     "details": {"total_bytes": disk.total, "used_bytes": disk.used, "free_bytes": disk.free,
+                                 "used_percent": round(100 * disk.used / disk.total, 1)}},
             "database": db,
             "engine": {"status": "healthy" if eng["running"] else ("degraded" if not self.settings.read_only
                                                                      else "stopped"),

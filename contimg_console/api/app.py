@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from contimg_console import __version__
-from contimg_console.api import auth_routes, health, jobs, products
+from contimg_console.api import auth_routes, health, health_routes, jobs, products
 from contimg_console.api.auth import make_authorizer
 from contimg_console.api.errors import error_middleware
 from contimg_console.api.routing import Router
@@ -20,7 +21,7 @@ ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 
 
 def all_routers() -> list[Router]:
-    return [health.router, auth_routes.router, jobs.router, products.router, _meta]
+    return [health.router, auth_routes.router, jobs.router, products.router, health_routes.router, _meta]
 
 
 _meta = Router()
@@ -43,13 +44,30 @@ def openapi_document() -> dict[str, Any]:
 
 
 def build_app(runtime: Runtime) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=runtime.settings.api.max_body_bytes)
+    app = web.Application(middlewares=[timing_middleware, error_middleware],
+                          client_max_size=runtime.settings.api.max_body_bytes)
     app["runtime"] = runtime
     authorize = make_authorizer(runtime)
     for r in all_routers():
         r.install(app, authorize)
     app["openapi"] = openapi_document()
     return app
+
+
+@web.middleware
+async def timing_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Request latency into the Prometheus histogram, labelled by route template, not raw path."""
+    from contimg_console.api.prometheus import HTTP_LATENCY
+
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        info = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        HTTP_LATENCY.labels(request.method, info, str(status)).observe(time.perf_counter() - start)
 
 
 def access_logger() -> logging.Logger:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,13 +48,6 @@ async def get_health(request: web.Request, query: HealthQuery) -> HealthResponse
     if components is None:
         status = "healthy"
     else:
-        disk = shutil.disk_usage(runtime.settings.data_dir)
-        components["disk"] = {
-            "status": "healthy" if disk.used / disk.total < 0.85 else "degraded",
-            "message": f"{disk.free / 1e9:.1f} GB free",
-            "details": {"total_bytes": disk.total, "used_bytes": disk.used, "free_bytes": disk.free,
-                        "used_percent": round(100 * disk.used / disk.total, 1)},
-        }
         status = "healthy" if all(c["status"] == "healthy" for c in components.values()) else "degraded"
     return HealthResponse(
         status=status, service=SERVICE_NAME, version=__version__, api_version=API_VERSION,

@@ -1,0 +1,288 @@
+"""What the health pages show: calibration validity, pointing and transits, alerts, storage, resources.
+
+Everything is computed from the database, the data dir and /proc — no placeholder
+values: where nothing has been measured yet the answer is empty, with a message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from engine.db import Database
+from engine.db import models as m
+from engine.settings import DATA_SUBDIRS, Settings
+
+MJD_UNIX = 40587.0
+CATEGORY = {"incoming": "hdf5", "ms": "ms", "images": "images", "caltables": "calibration", "logs": "logs"}
+
+
+def mjd(t: datetime) -> float:
+    return t.timestamp() / 86400.0 + MJD_UNIX
+
+
+def from_mjd(x: float) -> datetime:
+    return datetime.fromtimestamp((x - MJD_UNIX) * 86400.0, UTC)
+
+
+# ---- calibration -------------------------------------------------------------------
+def active_validity(db: Database, at_mjd: float) -> dict[str, Any]:
+    with db.session() as s:
+        sets = list(s.scalars(select(m.CalibrationSet).where(
+            m.CalibrationSet.status == "active", m.CalibrationSet.valid_start_mjd <= at_mjd,
+            m.CalibrationSet.valid_end_mjd >= at_mjd)))
+        out = []
+        for c in sets:
+            tables = [{"set_name": c.name, "table_type": t.table_type, "path": t.path, "status": c.status,
+                       "valid_start_mjd": c.valid_start_mjd, "valid_end_mjd": c.valid_end_mjd,
+                       "cal_field": c.calibrator_name, "refant": c.refant, "created_at": c.created_at.timestamp()}
+                      for t in c.tables]
+            out.append({"set_name": c.name, "tables": tables, "earliest_start_mjd": c.valid_start_mjd,
+                        "latest_end_mjd": c.valid_end_mjd, "table_count": len(tables)})
+    overlapping = sum(1 for a in sets for b in sets if a.id < b.id and a.calibrator_name == b.calibrator_name)
+    return {"query_mjd": at_mjd, "query_iso": from_mjd(at_mjd), "active_sets": out,
+            "total_active_tables": sum(x["table_count"] for x in out), "overlapping_sets": overlapping}
+
+
+def validity_timeline(db: Database, hours_back: float, hours_forward: float,
+                      now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    start, end = now - timedelta(hours=hours_back), now + timedelta(hours=hours_forward)
+    nm = mjd(now)
+    with db.session() as s:
+        sets = list(s.scalars(select(m.CalibrationSet).where(
+            m.CalibrationSet.status == "active", m.CalibrationSet.valid_end_mjd >= mjd(start),
+            m.CalibrationSet.valid_start_mjd <= mjd(end)).order_by(m.CalibrationSet.valid_start_mjd)))
+        windows = [{"set_name": c.name, "table_type": t.table_type, "cal_field": c.calibrator_name,
+                    "refant": c.refant, "start_mjd": c.valid_start_mjd, "end_mjd": c.valid_end_mjd,
+                    "start_iso": from_mjd(c.valid_start_mjd), "end_iso": from_mjd(c.valid_end_mjd),
+                    "duration_hours": (c.valid_end_mjd - c.valid_start_mjd) * 24,
+                    "is_current": c.valid_start_mjd <= nm <= c.valid_end_mjd}
+                   for c in sets for t in c.tables]
+    out: dict[str, Any] = {"timeline_start": start, "timeline_end": end, "current_time": now, "current_mjd": nm,
+                           "windows": windows, "total_windows": len(windows)}
+    if not windows:
+        out["message"] = "no active calibration set in this time range"
+    return out
+
+
+def last_valid_calibration(db: Database) -> datetime | None:
+    with db.session() as s:
+        t = s.scalar(select(func.max(m.CalibrationSet.created_at)).where(m.CalibrationSet.status == "active"))
+        return t
+
+
+# ---- pointing ------------------------------------------------------------------------------
+def pointing_status(db: Database, settings: Settings, now: datetime | None = None, hours: float = 24) -> dict:
+    from engine.calibration.catalogue import candidates_near_dec, merged_catalogue
+    from engine.calibration.transit import OVRO_LAT_DEG, meridian_ra_deg
+
+    import numpy as np
+
+    now = now or datetime.now(UTC)
+    nm = mjd(now)
+    lst_deg = float(np.ravel(meridian_ra_deg(nm))[0])
+    with db.session() as s:
+        kv = s.get(m.KeyValue, "pointing.last")
+        dec = kv.value.get("dec_deg") if kv else None
+        current = s.scalar(select(m.ObservationGroup).order_by(m.ObservationGroup.group_time.desc()).limit(1))
+    transits = []
+    active = None
+    if dec is not None:
+        cat = merged_catalogue(settings.calibration.catalogue_files or None)
+        for cal in candidates_near_dec(dec, settings.calibration.dec_window_deg, cat):
+            dra = (cal.ra_deg - lst_deg) % 360.0
+            t = nm + dra / 360.0 * 0.99726957
+            if dra > 359.0 - 1.5:  # passed within the last ~6 min: still in the beam
+                t -= 0.99726957
+            for k in range(int(hours // 24) + 1):
+                tk = t + k * 0.99726957
+                dt_s = (tk - nm) * 86400
+                if dt_s > hours * 3600:
+                    break
+                status = "in_progress" if abs(dt_s) < 600 else ("upcoming" if dt_s < 3 * 3600 else "scheduled")
+                if status == "in_progress":
+                    active = cal.name
+                transits.append({"calibrator": cal.name, "ra_deg": cal.ra_deg, "dec_deg": cal.dec_deg,
+                                 "transit_utc": from_mjd(tk), "time_to_transit_sec": dt_s, "lst_at_transit": cal.ra_deg / 15,
+                                 "elevation_at_transit": 90.0 - abs(OVRO_LAT_DEG - cal.dec_deg), "status": status})
+        transits.sort(key=lambda x: x["transit_utc"])
+    return {"current_lst": lst_deg / 15.0, "current_lst_deg": lst_deg, "active_calibrator": active,
+            "upcoming_transits": transits, "timestamp": now, "pointing_dec_deg": dec,
+            "latest_group": current.id if current else None}
+
+
+# ---- alerts --------------------------------------------------------------------------------
+def list_alerts(db: Database, severity: str | None, acknowledged: bool | None, limit: int) -> dict[str, Any]:
+    with db.session() as s:
+        q = select(m.Alert).order_by(m.Alert.triggered_at.desc()).limit(limit)
+        if severity:
+            q = q.where(m.Alert.severity == severity)
+        if acknowledged is not None:
+            q = q.where(m.Alert.acknowledged.is_(acknowledged))
+        alerts = [{"id": a.id, "alert_type": a.alert_type, "severity": a.severity,
+                   "calibrator_name": a.calibrator_name, "message": a.message, "triggered_at": a.triggered_at,
+                   "source": a.source, "created_at": a.triggered_at, "acknowledged": a.acknowledged,
+                   "acknowledged_at": a.acknowledged_at, "acknowledged_by": a.acknowledged_by}
+                  for a in s.scalars(q)]
+        total = s.scalar(select(func.count()).select_from(m.Alert)) or 0
+        unack = s.scalar(select(func.count()).select_from(m.Alert).where(m.Alert.acknowledged.is_(False))) or 0
+    return {"alerts": alerts, "total_count": total, "unacknowledged_count": unack}
+
+
+def acknowledge_alert(db: Database, alert_id: int, by: str) -> bool:
+    with db.session() as s:
+        a = s.get(m.Alert, alert_id)
+        if a is None:
+            return False
+        if not a.acknowledged:
+            a.acknowledged, a.acknowledged_at, a.acknowledged_by = True, datetime.now(UTC), by
+        return True
+
+
+def raise_alert(db: Database, alert_type: str, severity: str, message: str, source: str,
+                **details: Any) -> None:
+    with db.session() as s:
+        s.add(m.Alert(alert_type=alert_type, severity=severity, message=message, source=source, details=details))
+
+
+# ---- storage -------------------------------------------------------------------------------------
+def _dir_usage(path: Path) -> tuple[int, int, float | None]:
+    size = count = 0
+    newest: float | None = None
+    stack = [path]
+    while stack:
+        p = stack.pop()
+        try:
+            with os.scandir(p) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(Path(e.path))
+                    elif e.is_file(follow_symlinks=False):
+                        st = e.stat(follow_symlinks=False)
+                        size += st.st_size
+                        count += 1
+                        newest = st.st_mtime if newest is None else max(newest, st.st_mtime)
+        except OSError:
+            continue
+    return size, count, newest
+
+
+def human(n: float) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(size) < 1024 or unit == "PB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def storage_summary(settings: Settings, warn_percent: float = 85.0) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    du = shutil.disk_usage(settings.data_dir)
+    pct = 100.0 * du.used / du.total
+    partitions = [{"mount_point": str(settings.data_dir), "device": _device(settings.data_dir),
+                   "filesystem": _fstype(settings.data_dir), "total_bytes": du.total, "used_bytes": du.used,
+                   "free_bytes": du.free, "usage_percent": round(pct, 2), "total_formatted": human(du.total),
+                   "used_formatted": human(du.used), "free_formatted": human(du.free)}]
+    dirs = []
+    total = 0
+    for name in DATA_SUBDIRS:
+        path = settings.subdir(name)
+        size, count, newest = _dir_usage(path)
+        total += size
+        dirs.append({"path": str(path), "name": name, "size_bytes": size, "size_formatted": human(size),
+                     "file_count": count,
+                     "last_modified": datetime.fromtimestamp(newest, UTC) if newest else None,
+                     "category": CATEGORY.get(name, "other")})
+    db_size = sum(p.stat().st_size for p in settings.data_dir.glob("pipeline.sqlite3*") if p.is_file())
+    total += db_size
+    alerts = []
+    if pct >= warn_percent:
+        alerts.append({"severity": "critical" if pct >= 95 else "warning",
+                       "message": f"disk {pct:.1f}% full at {settings.data_dir}", "path": str(settings.data_dir),
+                       "threshold_percent": warn_percent, "current_percent": round(pct, 2)})
+    return {"partitions": partitions, "directories": dirs, "alerts": alerts, "total_pipeline_data_bytes": total,
+            "total_pipeline_data_formatted": human(total), "checked_at": datetime.now(UTC),
+            "check_duration_ms": (time.perf_counter() - t0) * 1000}
+
+
+def cleanup_candidates(settings: Settings, db: Database, min_age_days: float = 30.0) -> dict[str, Any]:
+    """Stale temporaries (always safe) and old logs; products are never proposed while in use."""
+    now = time.time()
+    cands = []
+    for name in ("ms", "images", "caltables", "backups", "exports"):
+        root = settings.subdir(name)
+        if not root.exists():
+            continue
+        for e in root.iterdir():
+            if ".tmp" in e.name or e.name.startswith(".imaging-"):
+                size, _, newest = _dir_usage(e) if e.is_dir() else (e.stat().st_size, 1, e.stat().st_mtime)
+                age = (now - (newest or now)) / 86400
+                if age >= 1 / 24:  # an hour old: no stage is still writing it
+                    cands.append({"path": str(e), "size_bytes": size, "size_formatted": human(size),
+                                  "age_days": round(age, 2), "reason": "temporary output of an interrupted stage",
+                                  "category": "temp", "safe_to_delete": True})
+    logs = settings.logs_dir
+    for f in logs.glob("contimg.log.*") if logs.exists() else []:
+        age = (now - f.stat().st_mtime) / 86400
+        if age >= min_age_days:
+            cands.append({"path": str(f), "size_bytes": f.stat().st_size, "size_formatted": human(f.stat().st_size),
+                          "age_days": round(age, 1), "reason": f"rotated log older than {min_age_days:g} days",
+                          "category": "old_logs", "safe_to_delete": True})
+    total = sum(c["size_bytes"] for c in cands)
+    return {"candidates": cands, "total_reclaimable_bytes": total, "total_reclaimable_formatted": human(total),
+            "generated_at": datetime.now(UTC)}
+
+
+def _device(path: Path) -> str:
+    try:
+        st = os.stat(path)
+        return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    except OSError:
+        return ""
+
+
+def _fstype(path: Path) -> str:
+    best, fs = "", ""
+    try:
+        with open("/proc/mounts") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) > 2 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+                    best, fs = parts[1], parts[2]
+    except OSError:
+        pass
+    return fs
+
+
+# ---- host resources ---------------------------------------------------------------------------------
+_last_cpu: tuple[float, float] | None = None
+
+
+def resources() -> dict[str, float]:
+    """CPU (since the previous call), memory and load from /proc."""
+    global _last_cpu
+    cpu = 0.0
+    try:
+        with open("/proc/stat") as fh:
+            vals = [float(x) for x in fh.readline().split()[1:]]
+        idle, total = vals[3] + vals[4], sum(vals)
+        if _last_cpu is not None and total > _last_cpu[1]:
+            cpu = 100.0 * (1 - (idle - _last_cpu[0]) / (total - _last_cpu[1]))
+        _last_cpu = (idle, total)
+        mem = {}
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                k, v = line.split(":", 1)
+                mem[k] = float(v.split()[0])
+        mem_pct = 100.0 * (1 - mem.get("MemAvailable", 0) / mem["MemTotal"])
+    except (OSError, KeyError, ValueError, ZeroDivisionError):
+        mem_pct = 0.0
+    return {"cpu_percent": round(cpu, 1), "memory_percent": round(mem_pct, 1)}
