@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -353,7 +354,7 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
                       freqs_hz: np.ndarray, *, nant: int | None = None, refant: int | None = None,
                       solint_s: float | None = None, n_rounds: int = 2, outlier_sigma: float | None = 5.0,
                       baseline_excess: float = 1.5, min_snr: float = 3.0, min_baselines: int = 4,
-                      max_iter: int = 100, tol: float = 1e-5) -> SolveResult:
+                      max_iter: int = 100, tol: float = 1e-5, threads: int = 2) -> SolveResult:
     """Solve bandpass B and gains G by alternating StEFCal solves.
 
     Round 1: B from the time-summed model-weighted data (G = 1), then G.
@@ -368,7 +369,9 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     refant: antenna to reference phases to (default: most unflagged data).
     solint_s: gain interval in seconds (None = per integration, math.inf =
     whole observation).  Each data pass runs over integrations one at a time
-    with preallocated buffers (vectorised over baselines, channels and pols).
+    with preallocated buffers (vectorised over baselines, channels and pols);
+    the integrations are shared among ``threads`` threads (numpy releases the
+    GIL in these loops), each with its own buffers and partial sums.
     """
     vis = np.asarray(vis)
     T, Nb, C, P = vis.shape
@@ -393,7 +396,7 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         r = solve_calibration(vis, model, flags, sub_ant1, sub_ant2, times_s, freqs_hz, nant=present.size,
                               refant=sub_ref, solint_s=solint_s, n_rounds=n_rounds,
                               outlier_sigma=outlier_sigma, baseline_excess=baseline_excess, min_snr=min_snr,
-                              min_baselines=min_baselines, max_iter=max_iter, tol=tol)
+                              min_baselines=min_baselines, max_iter=max_iter, tol=tol, threads=threads)
         def grow(x, axis, fill):
             shape = list(x.shape)
             shape[axis] = nant
@@ -423,8 +426,15 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     iters: dict = {"bandpass": [], "gains": [], "bandpass_s": 0.0, "gains_s": 0.0, "residual_s": 0.0,
                    "prepare_s": 0.0}
     # Internal layout (baseline, pol, channel): channel innermost keeps numpy's inner loops long.
-    tmpc = np.empty((Nb, P, C), np.complex64)
-    tmpf = np.empty((Nb, P, C), np.float32)
+    nthreads = max(1, min(int(threads), T))
+    tsets = [list(range(i, T, nthreads)) for i in range(nthreads)]
+
+    def over_times(work):
+        """Run work(list_of_times) on each thread's share of the integrations; list of results."""
+        if nthreads == 1:
+            return [work(tsets[0])]
+        with ThreadPoolExecutor(max_workers=nthreads) as ex:
+            return list(ex.map(work, tsets))
 
     def model_t(t, sel=slice(None)):
         m = model[t][sel]
@@ -437,31 +447,35 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     t0 = time.perf_counter()
     Y = np.empty((T, Nb, P, C), dtype=np.complex64)
     Wm = np.empty((T, Nb, P, C), dtype=np.float32)
-    A_B = np.zeros((Nb, P, C), np.complex64)
-    D_B = np.zeros((Nb, P, C), np.float32)
 
-    okbuf = np.empty((Nb, P, C), bool)
-
-    def prepare(t):
+    def prepare(t, okbuf):
         m = model_t(t)
         np.logical_not(flags_t(t), out=okbuf)
         np.multiply(vis[t].transpose(0, 2, 1), np.conj(m), out=Y[t])
         np.copyto(Y[t], 0, where=~okbuf)
         np.multiply(okbuf, (m.real ** 2 + m.imag ** 2).astype(np.float32), out=Wm[t])
 
-    for t in range(T):
-        prepare(t)
-        A_B += Y[t]
-        D_B += Wm[t]
+    def prepare_work(ts, check_finite=False):
+        okbuf = np.empty((Nb, P, C), bool)
+        A = np.zeros((Nb, P, C), np.complex64)
+        D = np.zeros((Nb, P, C), np.float32)
+        for t in ts:
+            if check_finite:
+                mm = model[t] if model.ndim == 4 else model[t][..., None]
+                fl[t] |= ~(np.isfinite(vis[t]) & np.isfinite(mm))
+            prepare(t, okbuf)
+            A += Y[t]
+            D += Wm[t]
+        return A, D
+
+    parts = over_times(prepare_work)
+    A_B = sum(p_[0] for p_ in parts)
+    D_B = sum(p_[1] for p_ in parts)
     if not (np.isfinite(A_B).all() and np.isfinite(D_B).all()):   # NaN/inf data or model: flag and redo
-        A_B[:] = 0
-        D_B[:] = 0
-        for t in range(T):
-            mm = model[t] if model.ndim == 4 else model[t][..., None]
-            fl[t] |= ~(np.isfinite(vis[t]) & np.isfinite(mm))
-            prepare(t)
-            A_B += Y[t]
-            D_B += Wm[t]
+        parts = over_times(lambda ts: prepare_work(ts, check_finite=True))
+        A_B = sum(p_[0] for p_ in parts)
+        D_B = sum(p_[1] for p_ in parts)
+    del parts
     # reference antenna ranking: unflagged (pol, channel) samples summed over baselines
     good = (D_B > 0).sum(axis=(1, 2))
     good[auto] = 0
@@ -511,12 +525,18 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         bb = Bi[ant1] * np.conj(Bi[ant2])                                     # (Nb, P, C)
         bbc = np.conj(bb)[..., None]
         bb2 = (bb.real ** 2 + bb.imag ** 2).astype(np.float32)[..., None]
-        A = np.zeros((K, Nb, P), dtype=np.complex128)
-        D = np.zeros((K, Nb, P), dtype=np.float64)
-        for t in range(T):
-            k = tidx[t]
-            A[k] += np.matmul(Y[t][:, :, None, :], bbc)[:, :, 0, 0]
-            D[k] += np.matmul(Wm[t][:, :, None, :], bb2)[:, :, 0, 0]
+        def work(ts):
+            A = np.zeros((K, Nb, P), dtype=np.complex128)
+            D = np.zeros((K, Nb, P), dtype=np.float64)
+            for t in ts:
+                k = tidx[t]
+                A[k] += np.matmul(Y[t][:, :, None, :], bbc)[:, :, 0, 0]
+                D[k] += np.matmul(Wm[t][:, :, None, :], bb2)[:, :, 0, 0]
+            return A, D
+
+        parts = over_times(work)
+        A = sum(p_[0] for p_ in parts)
+        D = sum(p_[1] for p_ in parts)
         Am = _to_matrices(A[:, cross].transpose(1, 0, 2).reshape(-1, K * P), a1c, a2c, nant, True)
         Dmat = _to_matrices(D[:, cross].transpose(1, 0, 2).reshape(-1, K * P), a1c, a2c, nant, False)
         warm = bool(iters["gains"])
@@ -555,42 +575,56 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         """One data pass: flag residual outliers of the current (B, G) and
         accumulate the next bandpass normal equations with the current G."""
         t0 = time.perf_counter()
-        A = np.zeros((Nb, P, C), np.complex64)
-        D = np.zeros((Nb, P, C), np.float32)
-        n_new = 0
         bb = Bi[ant1] * np.conj(Bi[ant2])
-        blsum = np.zeros((Nb, P))
-        blcnt = np.zeros((Nb, P))
         stat_times = set(np.unique(np.linspace(0, T - 1, min(T, 8)).astype(int)).tolist())
+        thr_amp = None
         if flag_outliers:
             sig2 = noise_sigma2(np.unique(np.linspace(0, T - 1, min(T, 4)).astype(int)))
             thr_amp = (outlier_sigma * np.sqrt(sig2 / 2.0)).astype(np.float32)[:, None]   # (P, 1)
-        for t in range(T):
-            g = G[tidx[t]]
-            gg = g[ant1] * np.conj(g[ant2])                                   # (Nb, P)
-            if flag_outliers:
-                np.multiply(bb, gg[:, :, None], out=tmpc)
-                np.multiply(tmpc, model_t(t), out=tmpc)
-                np.subtract(vis[t].transpose(0, 2, 1), tmpc, out=tmpc)
-                np.abs(tmpc, out=tmpf)
-                ft = flags_t(t)
-                new = tmpf > thr_amp
-                new &= ~ft
-                nn = int(np.count_nonzero(new))
-                if nn:
-                    n_new += nn
-                    ft |= new
-                    np.copyto(Y[t], 0, where=new)
-                    np.copyto(Wm[t], 0, where=new)
-                if t in stat_times:
-                    np.copyto(tmpf, 0, where=ft)
-                    np.minimum(tmpf, thr_amp, out=tmpf)
-                    blsum += tmpf.sum(axis=2)
-                    blcnt += (~ft).sum(axis=2)
-            np.multiply(Y[t], np.conj(gg)[:, :, None], out=tmpc)
-            A += tmpc
-            np.multiply(Wm[t], (gg.real ** 2 + gg.imag ** 2).astype(np.float32)[:, :, None], out=tmpf)
-            D += tmpf
+
+        def work(ts):
+            tmpc = np.empty((Nb, P, C), np.complex64)
+            tmpf = np.empty((Nb, P, C), np.float32)
+            A = np.zeros((Nb, P, C), np.complex64)
+            D = np.zeros((Nb, P, C), np.float32)
+            blsum = np.zeros((Nb, P))
+            blcnt = np.zeros((Nb, P))
+            n_new = 0
+            for t in ts:
+                g = G[tidx[t]]
+                gg = g[ant1] * np.conj(g[ant2])                               # (Nb, P)
+                if flag_outliers:
+                    np.multiply(bb, gg[:, :, None], out=tmpc)
+                    np.multiply(tmpc, model_t(t), out=tmpc)
+                    np.subtract(vis[t].transpose(0, 2, 1), tmpc, out=tmpc)
+                    np.abs(tmpc, out=tmpf)
+                    ft = flags_t(t)
+                    new = tmpf > thr_amp
+                    new &= ~ft
+                    nn = int(np.count_nonzero(new))
+                    if nn:
+                        n_new += nn
+                        ft |= new
+                        np.copyto(Y[t], 0, where=new)
+                        np.copyto(Wm[t], 0, where=new)
+                    if t in stat_times:
+                        np.copyto(tmpf, 0, where=ft)
+                        np.minimum(tmpf, thr_amp, out=tmpf)
+                        blsum += tmpf.sum(axis=2)
+                        blcnt += (~ft).sum(axis=2)
+                np.multiply(Y[t], np.conj(gg)[:, :, None], out=tmpc)
+                A += tmpc
+                np.multiply(Wm[t], (gg.real ** 2 + gg.imag ** 2).astype(np.float32)[:, :, None], out=tmpf)
+                D += tmpf
+            return A, D, blsum, blcnt, n_new
+
+        parts = over_times(work)
+        A = sum(p_[0] for p_ in parts)
+        D = sum(p_[1] for p_ in parts)
+        blsum = sum(p_[2] for p_ in parts)
+        blcnt = sum(p_[3] for p_ in parts)
+        n_new = int(sum(p_[4] for p_ in parts))
+        del parts
         if flag_outliers:
             nok = blcnt[cross]                                                # (Nbc, P)
             mean_amp = np.where(nok > 0, blsum[cross] / np.maximum(nok, 1), np.nan)
