@@ -220,6 +220,20 @@ def copy_database(src: Path, dst: Path) -> None:
         source.close()
 
 
+def _annotate_copy(copy: Path, backup_id: str, final_path: str) -> None:
+    """In the copy, this backup's own row says "running"; the copy only survives if the backup
+    completes, so mark it completed there (a restored database then lists it correctly)."""
+    conn = sqlite3.connect(str(copy))
+    try:
+        conn.execute("UPDATE backup_history SET status='completed', backup_path=?, completed_at=? WHERE id=?",
+                     (final_path, _now().strftime("%Y-%m-%d %H:%M:%S.%f"), backup_id))
+        conn.commit()
+    except sqlite3.OperationalError as exc:  # an older schema without the table: nothing to annotate
+        log.debug("cannot annotate the database copy: %s", exc)
+    finally:
+        conn.close()
+
+
 def sqlite_integrity(path: Path) -> str:
     """``PRAGMA integrity_check`` of a database file opened read-only ("ok" when sound)."""
     if not path.is_file():
@@ -442,6 +456,7 @@ def _write_backup(settings: Any, db: Database, rec: m.BackupRecord, tmp: Path) -
     db_copy = tmp / DB_ENTRY
     db_copy.parent.mkdir(parents=True)
     copy_database(Path(db.path), db_copy)
+    _annotate_copy(db_copy, rec.id, str(Path(settings.backups_dir) / rec.id))
     verdict = sqlite_integrity(db_copy)
     if verdict != "ok":
         raise BackupError(f"the database copy fails its integrity check: {verdict}")

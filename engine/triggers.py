@@ -725,6 +725,12 @@ test_trigger.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
 # --------------------------------------------------------------------------- firing
+def _set_last_error(s: Any, trigger_id: str, error: str | None) -> None:
+    """Record (or clear) a trigger's last error without touching updated_at (not an edit)."""
+    s.execute(update(m.PipelineTrigger).where(m.PipelineTrigger.id == trigger_id)
+              .values(last_error=error, updated_at=m.PipelineTrigger.updated_at))
+
+
 def _in_flight(s: Any, trigger_id: str) -> int:
     """Executions of this trigger still at work: pending/running rows, or successful ones whose job
     (queue row) is queued/running or whose backup is pending/running."""
@@ -754,7 +760,7 @@ def fire(settings: Any, db: Database, trigger_id: str, event_type: str, event_da
         with db.session() as s:
             # A no-op write first: takes SQLite's write lock so concurrent firings see each other.
             res = s.execute(update(m.PipelineTrigger).where(m.PipelineTrigger.id == trigger_id)
-                            .values(priority=m.PipelineTrigger.priority))
+                            .values(updated_at=m.PipelineTrigger.updated_at))
             row = s.get(m.PipelineTrigger, trigger_id)
             if res.rowcount != 1 or row is None:
                 raise KeyError(trigger_id)
@@ -778,8 +784,9 @@ def fire(settings: Any, db: Database, trigger_id: str, event_type: str, event_da
                                     started_at=t, status="skipped" if skip else "running", skip_reason=skip,
                                     completed_at=t if skip else None)
             s.add(ex)
-            if skip is None:
-                row.last_triggered_at = t
+            if skip is None:  # firing is not an edit: updated_at stays
+                s.execute(update(m.PipelineTrigger).where(m.PipelineTrigger.id == trigger_id)
+                          .values(last_triggered_at=t, updated_at=m.PipelineTrigger.updated_at))
             s.flush()
             trig = {"id": row.id, "name": row.name, "action": row.action, "priority": row.priority,
                     "retry_count": row.retry_count, "params": json.loads(row.action_params or "{}")}
@@ -800,16 +807,12 @@ def fire(settings: Any, db: Database, trigger_id: str, event_type: str, event_da
     def _close() -> None:
         with db.session() as s:
             ex = s.get_one(m.TriggerExecution, execution_id)
-            row = s.get(m.PipelineTrigger, trigger_id)
             ex.completed_at = _now()
             if error:
                 ex.status, ex.error_message = "failed", error
-                if row is not None:
-                    row.last_error = error
             else:
                 ex.status, ex.job_id = "success", result.get("job_id")
-                if row is not None:
-                    row.last_error = None
+            _set_last_error(s, trigger_id, error)
     _retrying(_close)
     if error:
         log.warning("trigger %s (%s) failed: %s", trig["name"], trig["action"], error)
@@ -927,9 +930,7 @@ class TriggerScheduler:
 
     def _set_error(self, trigger_id: str, message: str) -> None:
         with self.db.session() as s:
-            row = s.get(m.PipelineTrigger, trigger_id)
-            if row is not None:
-                row.last_error = message
+            _set_last_error(s, trigger_id, message)
 
     async def run_trigger(self, trigger_id: str) -> dict[str, Any] | None:
         """The scheduler job: fire in a thread; never raises into the scheduler."""

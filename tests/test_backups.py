@@ -219,6 +219,8 @@ def test_database_restore_staged_and_applied_at_start(settings: Settings, db: Da
         assert reopened.integrity_check() == "ok"
         with reopened.session() as s:
             assert s.query(m.Job).count() == 1 and s.query(m.Rating).count() == 1
+            own = s.get_one(m.BackupRecord, bid)  # the copy lists its own backup as completed, not running
+            assert own.status == "completed" and own.completed_at is not None
     finally:
         reopened.dispose()
     assert bk.apply_pending_restore(settings) is None

@@ -176,6 +176,8 @@ def test_fire_reprocess_enqueues_a_real_job_and_skips(settings: Settings, db: Da
                                "parameters": {"group_id": GID}, "priority": 20}, "ann")
     ex = tr.fire(settings, db, t["id"], "manual", {}, manual=True)
     assert ex["status"] == "success" and ex["job_id"] and ex["trigger_name"] == "reprocess"
+    after = tr.get_trigger(db, t["id"])
+    assert after["updated_at"] == t["updated_at"] and after["last_execution"]  # firing is not an edit
     assert ex["duration_seconds"] is not None and ex["pipeline_id"] == "reprocess-group"
     jobs = _jobs(db, "convert")
     assert [(j.id, j.group_id, j.state, j.priority) for j in jobs] == [(ex["job_id"], GID, "queued", 20)]
