@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import OperationalError
 
 from engine.db import Database
@@ -260,6 +260,11 @@ def _os_error_message(exc: OSError, where: Path) -> str:
     return f"cannot write the backup under {where}: {exc.strerror or exc} ({exc.filename or where})"
 
 
+def _write_lock(s: Any) -> None:
+    """Take SQLite's write lock now (a no-op UPDATE), so the reads that follow cannot go stale."""
+    s.execute(text("UPDATE backup_history SET id = id WHERE id = ''"))
+
+
 def _retrying(fn: Any, attempts: int = 5) -> Any:
     """Run a short write transaction again when SQLite reports a stale snapshot / busy."""
     for i in range(attempts):
@@ -299,6 +304,7 @@ def create_backup(settings: Any, db: Database, *, name: str, backup_type: str = 
 
     def _do() -> str:
         with db.session() as s:
+            _write_lock(s)  # serialise with concurrent retries of the same request before looking
             if request_key:
                 existing = s.scalar(
                     select(m.BackupRecord.id)
@@ -397,13 +403,13 @@ def run_backup(settings: Any, db: Database, backup_id: str) -> None:
     """Do the work of a pending backup: pending → running → completed or failed (error_message)."""
     def _claim() -> m.BackupRecord | None:
         with db.session() as s:
+            res = s.execute(update(m.BackupRecord).where(m.BackupRecord.id == backup_id,
+                                                          m.BackupRecord.status == "pending")
+                            .values(status="running"))
             rec = s.get(m.BackupRecord, backup_id)
             if rec is None:
                 raise BackupError(f"backup {backup_id} does not exist")
-            if rec.status != "pending":
-                return None
-            rec.status = "running"
-            return rec
+            return rec if res.rowcount == 1 else None
 
     rec = _retrying(_claim)
     if rec is None:
@@ -719,12 +725,14 @@ def run_restore(settings: Any, db: Database, restore_id: str) -> None:
     """Validate the backup (and its chain), then restore the chosen files; the database is staged."""
     def _claim() -> tuple[str, dict[str, Any]] | None:
         with db.session() as s:
+            res = s.execute(update(m.RestoreJob).where(m.RestoreJob.id == restore_id,
+                                                        m.RestoreJob.status == "pending")
+                            .values(status="running"))
             job = s.get(m.RestoreJob, restore_id)
             if job is None:
                 raise KeyError(restore_id)
-            if job.status != "pending":
+            if res.rowcount != 1:
                 return None
-            job.status = "running"
             return job.backup_id, dict(job.scope or {})
     claimed = _retrying(_claim)
     if claimed is None:

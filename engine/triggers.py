@@ -521,6 +521,9 @@ def create_trigger(db: Database, data: dict[str, Any], user: str | None) -> dict
 
     def _do() -> str:
         with db.session() as s:
+            # Take the write lock first (no-op UPDATE) so concurrent retries of one POST see each other.
+            s.execute(update(m.PipelineTrigger).where(m.PipelineTrigger.id == "")
+                      .values(updated_at=m.PipelineTrigger.updated_at))
             existing = s.scalar(select(m.PipelineTrigger.id).where(
                 m.PipelineTrigger.name == name, m.PipelineTrigger.event_pattern == event,
                 m.PipelineTrigger.action == pipeline_id,

@@ -346,3 +346,31 @@ def test_delete_prune_and_recover(settings: Settings, db: Database) -> None:
 def test_format_size() -> None:
     assert bk.format_size(0) == "0 B" and bk.format_size(1536) == "1.5 KB"
     assert bk.format_size(int(1.2 * 1024**3)) == "1.2 GB"
+
+
+def test_concurrent_retries_create_one_backup(settings: Settings, db: Database) -> None:
+    import threading
+
+    ids: list[str] = []
+    threads = [threading.Thread(target=lambda: ids.append(bk.create_backup(
+        settings, db, name="x", scope=ALL, created_by="ann", request_key="same"))) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(ids) == 8 and len(set(ids)) == 1 and len(bk.list_backups(db)) == 1
+
+
+def test_concurrent_runs_of_one_backup_run_it_once(settings: Settings, db: Database) -> None:
+    import threading
+
+    _seed(settings, db)
+    bid = bk.create_backup(settings, db, name="x", scope=NO_MS, created_by="ann")
+    threads = [threading.Thread(target=bk.run_backup, args=(settings, db, bid)) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    b = bk.get_backup(db, bid)
+    assert b["status"] == "completed", b["error_message"]
+    assert bk.validate_backup(settings, db, bid)["is_valid"]

@@ -321,3 +321,34 @@ def test_next_run_after_must_be_aware() -> None:
         tr.next_run("* * * * *", "UTC", datetime(2026, 1, 1))
     assert tr.next_run("* * * * *", "UTC", datetime(2026, 1, 1, tzinfo=UTC)) == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
     assert timedelta(0) < tr.next_run("0 * * * *") - datetime.now(UTC) <= timedelta(hours=1)
+
+
+def test_concurrent_firings_respect_max_concurrent(settings: Settings, db: Database) -> None:
+    import threading
+
+    for i in range(3):
+        _group(db, f"g{i}")
+    t = tr.create_trigger(db, {"name": "r", "event": "new_measurement_set", "pipeline_id": "reprocess-group"}, "x")
+    results: list[dict] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(
+        tr.fire(settings, db, t["id"], "new_measurement_set", {"group_id": f"g{i % 3}"}))) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(r["status"] for r in results) == ["skipped"] * 7 + ["success"]
+    assert len(_jobs(db, "convert")) == 1
+
+
+def test_concurrent_create_retries_make_one_trigger(db: Database) -> None:
+    import threading
+
+    body = {"name": "dup", "event": "manual", "pipeline_id": "retry-failed"}
+    ids: list[str] = []
+    threads = [threading.Thread(target=lambda: ids.append(tr.create_trigger(db, body, "ann")["id"]))
+               for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(ids) == 8 and len(set(ids)) == 1 and len(tr.list_triggers(db)) == 1
