@@ -35,16 +35,24 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run_convert(files, out, imaging_columns):
     from engine.convert import convert_group
 
     tracemalloc.start()
+    c0 = _cpu_s()
     t0 = time.perf_counter()
     res = convert_group(files, out, imaging_columns=imaging_columns)
     wall = time.perf_counter() - t0
+    cpu = _cpu_s() - c0
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return {"wall": wall, "result": res, "rss_mb": _rss_mb(), "traced_peak_mb": traced_peak / 2**20}
+    return {"wall": wall, "cpu": cpu, "result": res, "rss_mb": _rss_mb(),
+            "traced_peak_mb": traced_peak / 2**20}
 
 
 def run_pyuvdata(files, workdir, ra_deg, dec_deg):
@@ -57,6 +65,7 @@ def run_pyuvdata(files, workdir, ra_deg, dec_deg):
     warnings.simplefilter("ignore")
     t = {"read": 0.0, "phase": 0.0, "write_ms": 0.0, "combine": 0.0}
     parts = []
+    c0 = _cpu_s()
     t_all = time.perf_counter()
     for f in files:
         t0 = time.perf_counter()
@@ -75,7 +84,7 @@ def run_pyuvdata(files, workdir, ra_deg, dec_deg):
     t0 = time.perf_counter()
     msutil.msconcat(sorted(parts), str(Path(workdir) / "combined.ms"), concatTime=False)
     t["combine"] = time.perf_counter() - t0
-    return {"wall": time.perf_counter() - t_all, "timings": t, "rss_mb": _rss_mb()}
+    return {"wall": time.perf_counter() - t_all, "cpu": _cpu_s() - c0, "timings": t, "rss_mb": _rss_mb()}
 
 
 def _worker(fn, *args):
@@ -114,7 +123,7 @@ def main(argv=None) -> int:
             runs[label] = r
             res = r["result"]
             vis_bytes = res.rows * res.channels * res.polarizations * 8
-            print(f"\n{label}: {r['wall']:.2f} s   peak RSS {r['rss_mb']:.0f} MB "
+            print(f"\n{label}: {r['wall']:.2f} s wall, {r['cpu']:.2f} s CPU   peak RSS {r['rss_mb']:.0f} MB "
                   f"({r['rss_mb'] * 2**20 / vis_bytes:.2f} x the {vis_bytes / 2**20:.0f} MB of visibilities; "
                   f"tracemalloc peak {r['traced_peak_mb']:.0f} MB)")
             tm = res.timings
@@ -132,12 +141,15 @@ def main(argv=None) -> int:
             pdir.mkdir()
             p = _worker(run_pyuvdata, [str(f) for f in g.files], str(pdir), res.phase_center_ra_deg,
                         res.phase_center_dec_deg)
-            print(f"\npyuvdata path (read, phase, write_ms per subband, msconcat): {p['wall']:.2f} s   "
+            print(f"\npyuvdata path (read, phase, write_ms per subband, msconcat): {p['wall']:.2f} s wall, "
+                  f"{p['cpu']:.2f} s CPU   "
                   f"peak RSS {p['rss_mb']:.0f} MB")
             print("   " + "  ".join(f"{k} {v:.2f}" for k, v in p["timings"].items()))
             print("\nspeed-up of convert_group over the pyuvdata path (which writes DATA only):")
             for label, r in runs.items():
-                print(f"   {label}: {p['wall'] / r['wall']:.1f} x")
+                print(f"   {label}: {p['wall'] / r['wall']:.1f} x wall, {p['cpu'] / r['cpu']:.1f} x CPU")
+            print(f"   (load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; wall times on a "
+                  "shared machine vary a lot)")
     finally:
         if args.keep:
             print(f"\nkept {root}")
