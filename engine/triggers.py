@@ -49,6 +49,7 @@ CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week")
 _APS_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 IDEMPOTENCE_WINDOW = timedelta(seconds=60)
+RESYNC_JOB_ID = "contimg-trigger-sync"
 DEFAULTS = {"priority": 100, "max_concurrent": 1, "retry_count": 0, "retry_delay_seconds": 60,
             "cooldown_seconds": 0}
 
@@ -883,8 +884,10 @@ class TriggerScheduler:
     """Mirror enabled schedule triggers into an APScheduler 3 ``AsyncIOScheduler``.
 
     The scheduler only fires: each job runs ``fire(...)`` in a thread, and our tables
-    keep the history. Call ``sync()`` after trigger changes (and at start). When a
-    ``backup`` action fires, the recorded backup is run in a thread right after.
+    keep the history. Call ``sync()`` at start and after trigger changes (``install()``
+    also re-syncs periodically). ``listen(bus)`` is a task that fires event triggers from
+    engine bus events. When a ``backup`` action fires through either, the recorded backup
+    is run in a thread right after.
     """
 
     def __init__(self, settings: Any, db: Database, scheduler: Any, *, misfire_grace_time: int = 300,
@@ -931,6 +934,49 @@ class TriggerScheduler:
     def job_ids(self) -> list[str]:
         return sorted(self._fingerprints)
 
+    def install(self, resync_interval_s: float = 60.0) -> None:
+        """Also re-sync every ``resync_interval_s`` (picks up triggers changed by other processes)."""
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        async def _resync() -> None:
+            try:
+                await asyncio.to_thread(self.sync)
+            except Exception:  # noqa: BLE001
+                log.exception("trigger re-sync failed")
+
+        self.scheduler.add_job(_resync, IntervalTrigger(seconds=resync_interval_s), id=RESYNC_JOB_ID,
+                               name="sync schedule triggers", replace_existing=True, coalesce=True,
+                               max_instances=1, misfire_grace_time=int(resync_interval_s))
+
+    async def listen(self, bus: Any, pattern: str = "*") -> None:
+        """Consume engine bus events and fire event triggers (run as a task; cancel it to stop)."""
+        sub = bus.subscribe(pattern)
+        try:
+            while True:
+                event = await sub.get()
+                if map_event(event) is None:
+                    continue
+                try:
+                    executions = await asyncio.to_thread(on_event, self.settings, self.db, event)
+                except Exception:  # noqa: BLE001 - one bad event must not stop the listener
+                    log.exception("event triggers for %s failed", event.get("type"))
+                    continue
+                if self.run_backups:
+                    for ex in executions:
+                        await self._run_backup_of(ex)
+        finally:
+            bus.unsubscribe(sub)
+
+    async def _run_backup_of(self, execution: dict[str, Any]) -> None:
+        if execution.get("status") == "success" and execution.get("pipeline_id") == "backup" \
+                and execution.get("job_id"):
+            from engine.backups import run_backup
+
+            try:
+                await asyncio.to_thread(run_backup, self.settings, self.db, execution["job_id"])
+            except Exception:  # noqa: BLE001
+                log.exception("backup %s of trigger %s failed", execution["job_id"], execution.get("trigger_id"))
+
     def _set_error(self, trigger_id: str, message: str) -> None:
         with self.db.session() as s:
             _set_last_error(s, trigger_id, message)
@@ -946,12 +992,6 @@ class TriggerScheduler:
         except Exception:  # noqa: BLE001 - a scheduler job must not die silently
             log.exception("scheduled trigger %s failed", trigger_id)
             return None
-        if (self.run_backups and execution.get("status") == "success" and execution.get("pipeline_id") == "backup"
-                and execution.get("job_id")):
-            from engine.backups import run_backup
-
-            try:
-                await asyncio.to_thread(run_backup, self.settings, self.db, execution["job_id"])
-            except Exception:  # noqa: BLE001
-                log.exception("backup %s of trigger %s failed", execution["job_id"], trigger_id)
+        if self.run_backups:
+            await self._run_backup_of(execution)
         return execution

@@ -352,3 +352,35 @@ def test_concurrent_create_retries_make_one_trigger(db: Database) -> None:
     for th in threads:
         th.join()
     assert len(ids) == 8 and len(set(ids)) == 1 and len(tr.list_triggers(db)) == 1
+
+
+async def test_listen_fires_event_triggers_from_the_bus(settings: Settings, db: Database) -> None:
+    from engine.events import EventBus
+
+    await asyncio.to_thread(_group, db, GID, "pending")
+    t = await asyncio.to_thread(tr.create_trigger, db, {
+        "name": "on cal", "event": "calibration_complete", "pipeline_id": "reprocess-group",
+        "parameters": {"group_id": GID}}, "ann")
+    sched = AsyncIOScheduler(timezone="UTC")
+    sched.start()
+    bus = EventBus()
+    ts = tr.TriggerScheduler(settings, db, sched)
+    ts.install(resync_interval_s=30)
+    assert sched.get_job(tr.RESYNC_JOB_ID) is not None
+    task = asyncio.create_task(ts.listen(bus))
+    try:
+        await asyncio.sleep(0)  # let the listener subscribe
+        bus.publish("engine.paused")
+        bus.publish("calibration.registered", set="cal-1", calibrator="3C286")
+        for _ in range(100):
+            execs = await asyncio.to_thread(tr.list_executions, db, t["id"])
+            if execs and execs[0]["status"] != "running":
+                break
+            await asyncio.sleep(0.05)
+        assert [(e["status"], e["event_type"]) for e in execs] == [("success", "calibration_complete")]
+        assert execs[0]["event_data"]["calibrator"] == "3C286"
+        assert [j.type for j in await asyncio.to_thread(_jobs, db)] == ["convert"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sched.shutdown(wait=False)
