@@ -6,6 +6,7 @@ SHA-256::
 
     database/pipeline.sqlite3     always: a consistent copy made with SQLite's online backup API
     caltables/...                 scope catalogs or pipeline_configs (calibration tables)
+    catalogs/<name>               scope catalogs: calibrator catalogue files named in the settings
     config/<name>                 scope pipeline_configs, when a config file is in use
     images/...                    scope images (FITS and PNG)
     ms/...                        scope measurement_sets (only when asked: can be huge)
@@ -60,7 +61,7 @@ BACKUP_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 DB_ENTRY = "database/pipeline.sqlite3"
-PREFIXES = ("database", "caltables", "config", "images", "ms")
+PREFIXES = ("database", "caltables", "catalogs", "config", "images", "ms")
 IMAGE_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".png")
 IDEMPOTENCE_WINDOW = timedelta(minutes=10)
 TMP_PREFIX = ".tmp-"
@@ -162,9 +163,10 @@ def _restore_target(settings: Any, rel: PurePosixPath, restore_id: str) -> Path:
     """Where an entry is restored: always inside the data dir."""
     data_dir = Path(settings.data_dir)
     top = rel.parts[0]
-    if top == "config":
-        # The live config file is outside the data dir: restored beside the data, for the operator to move.
-        return _inside(data_dir / f"config.restore-{restore_id}", PurePosixPath(*rel.parts[1:]))
+    if top in ("config", "catalogs"):
+        # The live config and catalogue files are outside the data dir: restored beside the data,
+        # for the operator to move into place.
+        return _inside(data_dir / f"{top}.restore-{restore_id}", PurePosixPath(*rel.parts[1:]))
     if top == "database":
         return data_dir / f"{Path(settings.db_path).name}.restore-{restore_id}"
     base = {"caltables": settings.caltables_dir, "images": settings.images_dir, "ms": settings.ms_dir}[top]
@@ -192,6 +194,14 @@ def _sources(settings: Any, scope: dict[str, bool]) -> list[tuple[str, Path]]:
     if scope.get("catalogs") or scope.get("pipeline_configs"):
         base = Path(settings.caltables_dir)
         out += [(f"caltables/{p.relative_to(base).as_posix()}", p) for p in _walk_files(base)]
+    if scope.get("catalogs"):
+        seen: set[str] = set()
+        for i, cat in enumerate(getattr(getattr(settings, "calibration", None), "catalogue_files", None) or []):
+            cat = Path(cat)
+            if cat.is_file() and not cat.is_symlink():
+                name = cat.name if cat.name not in seen else f"{i}-{cat.name}"
+                seen.add(name)
+                out.append((f"catalogs/{name}", cat))
     if scope.get("pipeline_configs"):
         cfg = settings.config_file
         if cfg is not None and Path(cfg).is_file():
@@ -607,6 +617,7 @@ def _entry_scope_key(rel: str) -> tuple[str, ...]:
     """Which scope keys select a manifest entry (any one of them suffices)."""
     top = rel.split("/", 1)[0]
     return {"database": ("job_history", "qa_ratings"), "caltables": ("catalogs", "pipeline_configs"),
+            "catalogs": ("catalogs",),
             "config": ("pipeline_configs",), "images": ("images",), "ms": ("measurement_sets",)}[top]
 
 
@@ -640,9 +651,10 @@ def _plan(settings: Any, db: Database, backup_id: str, scope: dict[str, Any],
             entries[rel] = {**entry, "backup_id": rec.id, "backup_dir": rec.backup_path, "target": target}
     if chain and chain[-1].backup_type != "full" and chain[0].backup_type != "full":
         missing.append(f"the chain of {backup_id} does not start at a full backup")
-    if any(rel.startswith("config/") for rel in entries):
-        warnings.append(f"the config file is restored to {Path(settings.data_dir)}/config.restore-<id>/; "
-                        "move it into place by hand")
+    for top, what in (("config", "the config file"), ("catalogs", "calibrator catalogue files")):
+        if any(rel.startswith(f"{top}/") for rel in entries):
+            warnings.append(f"{what} are restored to {Path(settings.data_dir)}/{top}.restore-<restore id>/; "
+                            "move them into place by hand")
     if DB_ENTRY in entries:
         warnings.append("the database is staged and replaces the live one at the service's next start "
                         "(the current one is kept as pipeline.sqlite3.pre-restore-<timestamp>)")

@@ -374,3 +374,32 @@ def test_concurrent_runs_of_one_backup_run_it_once(settings: Settings, db: Datab
     b = bk.get_backup(db, bid)
     assert b["status"] == "completed", b["error_message"]
     assert bk.validate_backup(settings, db, bid)["is_valid"]
+
+
+def test_config_and_catalogues_restored_beside_the_data(tmp_path: Path) -> None:
+    from engine.settings import load_settings
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[tui]\nrefresh_s = 3.0\n")
+    cat = tmp_path / "cat" / "vla_calibrators.csv"
+    cat.parent.mkdir()
+    cat.write_text("name,ra,dec\n3C286,202.78,30.51\n")
+    settings = load_settings(cfg, {"data_dir": tmp_path / "data", "calibration": {"catalogue_files": [cat]}})
+    settings.ensure_dirs()
+    db = Database(settings.db_path)
+    db.upgrade()
+    try:
+        bid = _backup(settings, db, scope={k: False for k in bk.SCOPE_KEYS} | {"pipeline_configs": True,
+                                                                               "catalogs": True})
+        man = json.loads((settings.backups_dir / bid / "manifest.json").read_text())
+        assert {"config/config.toml", "catalogs/vla_calibrators.csv"} <= {f["path"] for f in man["files"]}
+        p = bk.restore_preview(settings, db, bid, {"catalogs": True, "pipeline_configs": True}, False)
+        assert sum("move them into place" in w for w in p["warnings"]) == 2
+        rid = bk.start_restore(settings, db, bid, scope={"catalogs": True, "pipeline_configs": True},
+                               started_by="ann")
+        bk.run_restore(settings, db, rid)
+        assert bk.get_restore(db, rid)["status"] == "completed"
+        assert (settings.data_dir / f"config.restore-{rid}" / "config.toml").read_text() == cfg.read_text()
+        assert (settings.data_dir / f"catalogs.restore-{rid}" / "vla_calibrators.csv").read_text() == cat.read_text()
+    finally:
+        db.dispose()
