@@ -74,3 +74,37 @@ async def runtime(settings: Settings) -> AsyncIterator[object]:
 
 def contimg_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "contimg_console.cli", *args]
+
+
+@pytest.fixture(scope="session")
+def flow_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir that went through the whole real pipeline once (tiny preset, two groups)."""
+    from pipeline_data import build
+
+    root = tmp_path_factory.mktemp("flow")
+    build(root)
+    return root
+
+
+@pytest.fixture
+def flow_runtime_factory(flow_data_root: Path):  # type: ignore[no-untyped-def]
+    """Start a runtime (ingest off) on the shared pipeline data, with an operator token in ``rt.token``."""
+    from contextlib import asynccontextmanager
+
+    from contimg_console.runtime import Runtime
+    from pipeline_data import FLOW_OVERRIDES
+
+    @asynccontextmanager
+    async def factory():  # type: ignore[no-untyped-def]
+        settings = make_settings(flow_data_root, **{**FLOW_OVERRIDES, "ingest": {"enabled": False}})
+        rt = Runtime(settings)
+        await rt.start()
+        if "op" not in {u["username"] for u in rt.accounts.list_users()}:
+            rt.accounts.add_user("op", "operator-pass", "operator")
+        rt.token = rt.accounts.create_token("op", "tests")
+        try:
+            yield rt
+        finally:
+            await rt.stop()
+
+    return factory

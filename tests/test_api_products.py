@@ -12,30 +12,12 @@ import aiohttp
 import pytest
 from astropy.io import fits
 
-from conftest import make_settings
-from pipeline_data import FLOW_OVERRIDES, build
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("flow")
-    build(root)
-    return root
 
 
 @pytest.fixture
-async def prt(data_root: Path):  # type: ignore[no-untyped-def]
-    from contimg_console.runtime import Runtime
-
-    settings = make_settings(data_root, **{**FLOW_OVERRIDES, "ingest": {"enabled": False}})
-    rt = Runtime(settings)
-    await rt.start()
-    rt.accounts.add_user("op", "operator-pass", "operator") if not rt.accounts.list_users() else None
-    rt.token = rt.accounts.create_token("op", "tests")
-    try:
+async def prt(flow_runtime_factory):  # type: ignore[no-untyped-def]
+    async with flow_runtime_factory() as rt:
         yield rt
-    finally:
-        await rt.stop()
 
 
 async def get(rt: Any, path: str, *, raw: bool = False, **kw: Any) -> tuple[int, Any, dict[str, str]]:

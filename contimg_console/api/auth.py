@@ -30,12 +30,18 @@ def _is_loopback(request: web.Request) -> bool:
         return False
 
 
+SESSION_COOKIE = "contimg_session"
+
+
 def credentials(request: web.Request) -> str | None:
+    """Bearer token, X-API-Key, or the session cookie set at login (for the dashboard's plain fetches)."""
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip() or None
     key = request.headers.get("X-API-Key")
-    return key.strip() if key else None
+    if key:
+        return key.strip()
+    return request.cookies.get(SESSION_COOKIE) or None
 
 
 def make_authorizer(runtime: Runtime):  # type: ignore[no-untyped-def]

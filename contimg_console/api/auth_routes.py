@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from contimg_console.api.auth import credentials
+from contimg_console.api.auth import SESSION_COOKIE, credentials
 from contimg_console.api.errors import ApiError
 from contimg_console.api.routing import Router
 from engine.auth import AuthError, Principal
@@ -92,7 +92,7 @@ def _issue(runtime: Runtime, principal: Principal, remember: bool) -> Tokens:
 
 @router.route("POST", "/api/v1/auth/login", summary="Log in with username and password", body=LoginBody,
               response=LoginResponse, role="public", tags=("auth",))
-async def login(request: web.Request, body: LoginBody) -> LoginResponse:
+async def login(request: web.Request, body: LoginBody) -> web.Response:
     runtime = _rt(request)
 
     def work() -> LoginResponse:
@@ -103,7 +103,12 @@ async def login(request: web.Request, body: LoginBody) -> LoginResponse:
         return LoginResponse(user=_user_out(runtime, principal.username),
                              tokens=_issue(runtime, principal, body.remember_me))
 
-    return await asyncio.to_thread(work)
+    result = await asyncio.to_thread(work)
+    # The dashboard's cleanup, pipeline-control and download calls send cookies, not the bearer token.
+    response = web.json_response(result.model_dump(mode="json"))
+    response.set_cookie(SESSION_COOKIE, result.tokens.access_token, max_age=runtime.settings.api.access_token_ttl_s,
+                        httponly=True, samesite="Strict", path="/")
+    return response
 
 
 @router.route("POST", "/api/v1/auth/refresh", summary="Exchange a refresh token for a new access token",
@@ -123,7 +128,7 @@ async def refresh(request: web.Request, body: RefreshBody) -> Tokens:
 
 @router.route("POST", "/api/v1/auth/logout", summary="Log out (revokes the session's tokens)", body=LogoutBody,
               response=Ok, role="public", tags=("auth",))
-async def logout(request: web.Request, body: LogoutBody) -> Ok:
+async def logout(request: web.Request, body: LogoutBody) -> web.Response:
     runtime = _rt(request)
     secrets = [t for t in (body.refresh_token, credentials(request)) if t]
 
@@ -132,7 +137,9 @@ async def logout(request: web.Request, body: LogoutBody) -> Ok:
             runtime.accounts.revoke(secret)
 
     await asyncio.to_thread(work)
-    return Ok()
+    response = web.json_response(Ok().model_dump())
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
 
 
 @router.route("GET", "/api/v1/auth/me", summary="The calling user", response=UserOut, role="viewer",

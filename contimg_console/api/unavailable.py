@@ -1,0 +1,138 @@
+"""Dashboard features whose backing capability this service does not have (yet).
+
+Reads answer with the truthful, correctly shaped empty result (nothing exists,
+because nothing can be created), so the dashboard's circuit breaker is not
+tripped (spec §1.5); actions answer 501 with a message naming what is missing.
+Jupyter answers 503 on its three lists, which makes the page show its own
+"not available" panel (spec §1.4). No placeholder data anywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from contimg_console.api.errors import ApiError
+from contimg_console.api.routing import Router
+
+router = Router()
+
+
+def _missing(feature: str) -> ApiError:
+    return ApiError(501, f"{feature} is not available in this version of contimg", code="NOT_IMPLEMENTED")
+
+
+class RatingStats(BaseModel):
+    total_ratings: int = 0
+    sources_rated: int = 0
+    images_rated: int = 0
+    average_rating: float = 0.0
+    ratings_today: int = 0
+    ratings_this_week: int = 0
+    top_raters: list[dict[str, Any]] = []
+    flag_distribution: dict[str, int] = {"good": 0, "uncertain": 0, "bad": 0, "needs_review": 0}
+
+
+class PolicyList(BaseModel):
+    policies: list[dict[str, Any]]
+    total: int
+
+
+class SessionList(BaseModel):
+    sessions: list[dict[str, Any]]
+    total: int
+    available_ports: int = 0
+
+
+class CartaStatus(BaseModel):
+    available: bool
+    message: str
+
+
+def _read(path: str, summary: str, response: Any, value: Any, tags: tuple[str, ...]) -> None:
+    async def handler(request: web.Request) -> Any:
+        return value() if callable(value) else value
+
+    handler.__name__ = "empty_" + path.strip("/").replace("/", "_").replace("{", "").replace("}", "").replace("-", "_")
+    router.route("GET", path, summary=summary + " (none: feature not available)", response=response,
+                 tags=tags)(handler)
+
+
+def _action(method: str, path: str, summary: str, feature: str, tags: tuple[str, ...], role: str = "operator",
+            status: int = 501) -> None:
+    async def handler(request: web.Request) -> Any:
+        if status == 503:
+            raise ApiError(503, f"{feature} is not configured on this host", code="SERVICE_UNAVAILABLE")
+        raise _missing(feature)
+
+    handler.__name__ = f"na_{method.lower()}_" + path.strip("/").replace("/", "_").replace("{", "").replace(
+        "}", "").replace("-", "_").replace(".", "_")
+    router.route(method, path, summary=summary + " (not available)", role=role,  # type: ignore[arg-type]
+                 tags=tags, responses={status: "Not available"}, response={"type": "object"})(handler)
+
+
+# ---- Jupyter (§6): 503 everywhere → the page's own "not available" panel ------------------------------
+for _m, _p in (("GET", "/api/v1/jupyter/kernels"), ("GET", "/api/v1/jupyter/kernels/{id}"),
+               ("POST", "/api/v1/jupyter/kernels"), ("POST", "/api/v1/jupyter/kernels/{id}/restart"),
+               ("POST", "/api/v1/jupyter/kernels/{id}/interrupt"), ("DELETE", "/api/v1/jupyter/kernels/{id}"),
+               ("GET", "/api/v1/jupyter/notebooks"), ("GET", "/api/v1/jupyter/notebooks/{id}"),
+               ("DELETE", "/api/v1/jupyter/notebooks/{id}"), ("GET", "/api/v1/jupyter/sessions"),
+               ("POST", "/api/v1/jupyter/sessions"), ("DELETE", "/api/v1/jupyter/sessions/{id}"),
+               ("GET", "/api/v1/jupyter/templates"), ("POST", "/api/v1/jupyter/launch"),
+               ("GET", "/api/v1/jupyter/stats"), ("GET", "/api/v1/jupyter/url")):
+    _action(_m, _p, "Jupyter", "Jupyter", ("jupyter",), role="viewer" if _m == "GET" else "operator", status=503)
+
+# ---- Ratings (§8) ------------------------------------------------------------------------------------------
+_read("/api/v1/ratings/stats", "Rating statistics", RatingStats, RatingStats, ("ratings",))
+_read("/api/v1/ratings/queue", "Review queue", list[dict[str, Any]], list, ("ratings",))
+_read("/api/v1/ratings/user/{user_id}", "A user's ratings", list[dict[str, Any]], list, ("ratings",))
+_action("POST", "/api/v1/ratings", "Submit a rating", "star ratings (use the image QA rating instead)",
+        ("ratings",), role="viewer")
+_action("POST", "/api/v1/ratings/queue", "Add to the review queue", "the review queue", ("ratings",))
+_action("DELETE", "/api/v1/ratings/queue/{target_type}/{target_id}", "Remove from the review queue",
+        "the review queue", ("ratings",))
+
+# ---- Alert policies (§9) ----------------------------------------------------------------------------------
+_read("/api/v1/alert-policies/silences", "All silences", list[dict[str, Any]], list, ("alerts",))
+_read("/api/v1/alert-policies", "Alert policies", PolicyList, lambda: PolicyList(policies=[], total=0), ("alerts",))
+_action("POST", "/api/v1/alert-policies/dry-run", "Preview an alert policy", "alert policy evaluation",
+        ("alerts",))
+_action("POST", "/api/v1/alert-policies", "Create an alert policy", "alert policy evaluation", ("alerts",))
+_action("PUT", "/api/v1/alert-policies/{id}", "Replace an alert policy", "alert policy evaluation", ("alerts",))
+_action("DELETE", "/api/v1/alert-policies/{id}", "Delete an alert policy", "alert policy evaluation", ("alerts",))
+_action("POST", "/api/v1/alert-policies/{id}/toggle", "Enable or disable a policy", "alert policy evaluation",
+        ("alerts",))
+_action("POST", "/api/v1/alert-policies/{id}/silences", "Silence a policy", "alert policy evaluation", ("alerts",))
+
+# ---- Retention (§10.1) and cleanup (§10.2) ------------------------------------------------------------------------
+_read("/api/v1/retention/policies", "Retention policies", list[dict[str, Any]], list, ("retention",))
+_read("/api/v1/retention/executions", "Retention executions", list[dict[str, Any]], list, ("retention",))
+_action("POST", "/api/v1/retention/policies", "Create a retention policy", "retention policies", ("retention",))
+_action("PUT", "/api/v1/retention/policies/{policy_id}", "Update a retention policy", "retention policies",
+        ("retention",))
+_action("DELETE", "/api/v1/retention/policies/{policy_id}", "Delete a retention policy", "retention policies",
+        ("retention",))
+_action("POST", "/api/v1/retention/policies/{policy_id}/simulate", "Simulate a retention policy",
+        "retention policies", ("retention",))
+_action("POST", "/api/v1/retention/policies/{policy_id}/execute", "Execute a retention policy",
+        "retention policies", ("retention",))
+_read("/api/v1/cleanup/history", "Cleanup jobs", list[dict[str, Any]], list, ("cleanup",))
+_action("POST", "/api/v1/cleanup/dry-run", "Cleanup impact estimate", "data cleanup (see the storage page's "
+        "cleanup recommendations)", ("cleanup",))
+_action("POST", "/api/v1/cleanup/submit", "Submit a cleanup job", "data cleanup", ("cleanup",))
+
+# ---- CARTA and interactive imaging (Appendix A.2, A.4) -----------------------------------------------------------
+_read("/api/v1/carta/status", "CARTA availability", CartaStatus,
+      CartaStatus(available=False, message="no CARTA server is configured"), ("carta",))
+_read("/api/v1/carta/sessions", "CARTA sessions", list[dict[str, Any]], list, ("carta",))
+_action("POST", "/api/v1/carta/open", "Open a file in CARTA", "CARTA", ("carta",), role="viewer")
+_action("DELETE", "/api/v1/carta/sessions/{session_id}", "Close a CARTA session", "CARTA", ("carta",))
+_read("/api/v1/imaging/sessions", "Interactive imaging sessions", SessionList,
+      lambda: SessionList(sessions=[], total=0), ("imaging",))
+_action("POST", "/api/v1/imaging/interactive", "Start interactive CLEAN", "interactive imaging "
+        "(use /api/v1/pipeline/image)", ("imaging",))
+_action("DELETE", "/api/v1/imaging/sessions/{session_id}", "Stop an interactive session", "interactive imaging",
+        ("imaging",))
+
