@@ -876,32 +876,47 @@ class _Stream:
                     ph = base
             else:
                 ph = inst.delay_phasor(delay, h.freq_array)
-            # MS value = conj(V exp(-2 pi i d f/c)) = conj(V) * ph   (rows not swapped)
+            # MS value = conj(V exp(-2 pi i d f/c)) = conj(V) * ph   (rows not swapped).
+            # The product is written straight into its (ascending) place in the block.
             np.conjugate(vis, out=vis)
-            vis *= ph[:, :, None]
+            lo, hi = int(dest.min()), int(dest.max()) + 1
+            contiguous = hi - lo == len(dest)
+            if contiguous and len(dest) > 1 and np.all(np.diff(dest) == -1):
+                np.multiply(vis[:, ::-1], ph[:, ::-1, None], out=data[:, lo:hi])
+                target = (slice(None), slice(lo, hi))
+                fl_src = fl[:, ::-1]
+            elif contiguous and np.all(np.diff(dest) == 1):
+                np.multiply(vis, ph[:, :, None], out=data[:, lo:hi])
+                target = (slice(None), slice(lo, hi))
+                fl_src = fl
+            else:
+                data[:, dest] = vis * ph[:, :, None]
+                target = (slice(None), dest)
+                fl_src = fl
             if any_swap:
-                vis[swap] = np.conj(vis[swap])
+                sub = data[target]
+                sub[swap] = np.conj(sub[swap])
+                data[target] = sub
             t2 = time.perf_counter()
             self.timer.add("phase", t2 - t1)
-            if fl.any():
-                ns[fl] = 0.0
-            wsum += np.matmul(ns.transpose(0, 2, 1), self._ones(h.nfreqs))
-            # copy whole (all-polarisation) samples: view each channel's npol
-            # values as one opaque item, so reversed copies move 8*npol bytes at once
-            dv = data.view(self._vtype).reshape(k, self.nchan)
+            # flags: copy each channel's npol flags as one opaque item
             fv = flags.view(self._ftype).reshape(k, self.nchan)
-            vv = vis.view(self._vtype).reshape(k, h.nfreqs)
-            flv = fl.view(self._ftype).reshape(k, h.nfreqs)
-            lo, hi = int(dest.min()), int(dest.max()) + 1
-            if hi - lo == len(dest) and len(dest) > 1 and np.all(np.diff(dest) == -1):
-                dv[:, lo:hi] = vv[:, ::-1]
-                fv[:, lo:hi] = flv[:, ::-1]
-            elif hi - lo == len(dest) and np.all(np.diff(dest) == 1):
-                dv[:, lo:hi] = vv
-                fv[:, lo:hi] = flv
+            flv = fl_src.view(self._ftype) if fl_src.flags.c_contiguous else None
+            if target[1] is dest:
+                fv[:, dest] = fl.view(self._ftype).reshape(k, h.nfreqs)
+            elif flv is not None:
+                fv[target] = flv.reshape(k, -1)
             else:
-                dv[:, dest] = vv
-                fv[:, dest] = flv
+                fv[target] = fl.view(self._ftype).reshape(k, h.nfreqs)[:, ::-1]
+            # weights: mean nsamples of unflagged samples (fast path: constant nsamples)
+            any_flag = fl.any()
+            n0 = ns.reshape(-1)[0] if ns.size else 1.0
+            if not any_flag and ns.min() == n0 and ns.max() == n0:
+                wsum += float(n0) * h.nfreqs
+            else:
+                if any_flag:
+                    ns[fl] = 0.0
+                wsum += np.matmul(ns.transpose(0, 2, 1), self._ones(h.nfreqs))
             self.timer.add("reorder", time.perf_counter() - t2)
         # every input sample was checked (non-finite -> zero + flag) and the
         # phasors are finite, so the block holds no NaN/Inf
