@@ -201,7 +201,10 @@ def load_antenna_csv(path: str | Path) -> AntennaLayout:
     return AntennaLayout(numbers, tuple(names), rel, ecef_rel_to_enu(rel), numbers >= 103)
 
 
-def choose_active(layout: AntennaLayout, n_active: int, seed: int = 0) -> np.ndarray:
+DEFAULT_N_ACTIVE = 96     # typical: all 15 outriggers + 81 core stations
+
+
+def choose_active(layout: AntennaLayout, n_active: int = DEFAULT_N_ACTIVE, seed: int = 0) -> np.ndarray:
     """Indices (sorted) of ``n_active`` stations: all outriggers first, then core.
 
     For ``n_active`` below the number of outriggers, an even spread over the
