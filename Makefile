@@ -6,7 +6,7 @@ STAMP_RUN  := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 
-.PHONY: run demo test test-all bench lint clean
+.PHONY: run console test test-all bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,12 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(STAMP_RUN)
 
-## Open the console on the default data dir (~/.local/share/contimg).
+## Open the console in demo mode: its own data dir, fed by the simulator (see README).
 run: $(STAMP_RUN)
+	$(BIN)/contimg demo
+
+## Open the console on the default data dir (~/.local/share/contimg).
+console: $(STAMP_RUN)
 	$(BIN)/contimg
 
 ## Run the default test suite (everything not marked slow).

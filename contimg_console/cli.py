@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("console", help="open the terminal console (the default)")
 
+    demo = sub.add_parser("demo", help="the console on a separate demo data dir fed by the simulator")
+    demo.add_argument("--groups", type=int, default=6)
+    demo.add_argument("--interval", type=float, default=8.0, help="seconds between simulated groups")
+
     serve = sub.add_parser("serve", help="run engine, scheduler and REST headless (for systemd)")
     serve.add_argument("--host", dest="serve_host")
     serve.add_argument("--port", dest="serve_port", type=int)
@@ -123,19 +127,49 @@ def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_console(settings))
 
 
-async def _console(settings: Settings) -> int:
+async def _console(settings: Settings, feeder: Any = None) -> int:
     from contimg_console.app import ContimgApp
     from contimg_console.runtime import Runtime
 
     runtime = Runtime(settings)
     await runtime.start()  # fails with one line before the screen takes over
+    if feeder is not None:
+        await feeder.start()
+
+    def status() -> dict[str, Any]:
+        return {**runtime.status(), "demo": feeder is not None}
+
     try:
-        app = ContimgApp(runtime.services, status=runtime.status, refresh_interval=settings.tui.refresh_s,
+        app = ContimgApp(runtime.services, status=status, refresh_interval=settings.tui.refresh_s,
                          read_only=settings.read_only, keymap=settings.tui.keymap, theme=settings.tui.theme)
         await app.run_async()
     finally:
+        if feeder is not None:
+            await feeder.stop()
         await runtime.stop()
     return 0
+
+
+def demo_settings(args: argparse.Namespace) -> Settings:
+    """The demo never touches the real data dir: its own dir beside it, fast settings."""
+    from engine.demo import DEMO_OVERRIDES
+    from engine.settings import default_data_dir
+
+    base = settings_from_args(args)
+    data_dir = args.data_dir or default_data_dir().with_name("contimg-demo")
+    overrides: dict[str, Any] = {**DEMO_OVERRIDES, "data_dir": data_dir}
+    overrides["api"] = {"host": base.api.host, "port": base.api.port}
+    return load_settings(args.config, overrides)
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.demo import DemoFeeder
+
+    settings = demo_settings(args)
+    settings.ensure_dirs()
+    feeder = DemoFeeder(settings.incoming_dir, settings.data_dir / "demo-staging", groups=args.groups,
+                        interval_s=args.interval)
+    return asyncio.run(_console(settings, feeder))
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -327,6 +361,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "console": cmd_console,
+    "demo": cmd_demo,
     "serve": cmd_serve,
     "config": cmd_config,
     "db": cmd_db,
