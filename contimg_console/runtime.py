@@ -46,6 +46,9 @@ class Runtime:
         self.engine = Engine(settings, self.db, self.bus)
         self.ingest = IngestService(Ingestor(settings, self.db, self.bus), settings.ingest.poll_interval_s)
         self.scheduler: AsyncIOScheduler | None = None
+        self.triggers: Any = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._trigger_listener: asyncio.Task[None] | None = None
         self.log_ring: RingBufferHandler | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -58,6 +61,11 @@ class Runtime:
         s.ensure_dirs()
         self.log_ring = setup_logging(s.logs_dir, s.logging.level, s.logging.max_bytes, s.logging.backups,
                                       console=self.console_log)
+        from engine import backups
+
+        applied = await asyncio.to_thread(backups.apply_pending_restore, s)  # before anything opens the DB
+        if applied:
+            log.warning("applied a staged database restore", extra={"restore": str(applied)})
         try:
             await asyncio.to_thread(self.db.upgrade)
         except Exception as exc:
@@ -69,9 +77,20 @@ class Runtime:
             await self.engine.start()
             if s.ingest.enabled:
                 await self.ingest.start()
+        interrupted = await asyncio.to_thread(backups.recover_interrupted, s, self.db)
+        if interrupted:
+            log.warning("backups/restores interrupted by a previous stop marked failed",
+                        extra={"ids": interrupted})
         self.scheduler = AsyncIOScheduler(timezone="UTC", job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 300})
         self.scheduler.start()
+        if not s.read_only:
+            from engine.triggers import TriggerScheduler
+
+            self.triggers = TriggerScheduler(s, self.db, self.scheduler)
+            await asyncio.to_thread(self.triggers.sync)
+            self.triggers.install()
+            self._trigger_listener = asyncio.create_task(self.triggers.listen(self.bus), name="trigger-events")
         self.started = True
         log.info("runtime started", extra={"api": self.api_url, "read_only": s.read_only})
 
@@ -97,11 +116,25 @@ class Runtime:
         bound = sockets[0].getsockname()[1] if sockets else port
         self.api_url = f"http://{host}:{bound}"
 
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a background task (backup, restore) alive and let stop() wait for it."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def stop(self) -> None:
+        if self._background:  # a backup or restore in flight: give it a moment, its record says the rest
+            await asyncio.wait(list(self._background), timeout=self.settings.engine.shutdown_grace_s)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
             self._site = None
+        if self._trigger_listener is not None:
+            self._trigger_listener.cancel()
+            try:
+                await self._trigger_listener
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
+                pass
+            self._trigger_listener = None
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.ingest.stop()
