@@ -855,9 +855,10 @@ class _Stream:
             self._read(i, s, e, vis, fl, ns)
             t1 = time.perf_counter()
             self.timer.add("read", t1 - t0)
-            # cheap screen first: a sum is finite unless a sample is NaN/Inf
+            # cheap screen first: sum |v|^2 (BLAS) is finite unless a sample is NaN/Inf
             # (or the sum overflows, then the exact test below finds nothing)
-            if not np.isfinite(np.add.reduce(vis.reshape(-1))):
+            flat = vis.reshape(-1)
+            if not np.isfinite(np.vdot(flat, flat)):
                 bad = ~np.isfinite(vis)
                 nb = int(bad.sum())
                 if nb:
@@ -876,38 +877,30 @@ class _Stream:
                     ph = base
             else:
                 ph = inst.delay_phasor(delay, h.freq_array)
-            # MS value = conj(V exp(-2 pi i d f/c)) = conj(V) * ph   (rows not swapped).
-            # The product is written straight into its (ascending) place in the block.
+            # MS value = conj(V exp(-2 pi i d f/c)) = conj(V) * ph   (rows not swapped)
+            # (separate contiguous passes are faster than one strided pass)
             np.conjugate(vis, out=vis)
-            lo, hi = int(dest.min()), int(dest.max()) + 1
-            contiguous = hi - lo == len(dest)
-            if contiguous and len(dest) > 1 and np.all(np.diff(dest) == -1):
-                np.multiply(vis[:, ::-1], ph[:, ::-1, None], out=data[:, lo:hi])
-                target = (slice(None), slice(lo, hi))
-                fl_src = fl[:, ::-1]
-            elif contiguous and np.all(np.diff(dest) == 1):
-                np.multiply(vis, ph[:, :, None], out=data[:, lo:hi])
-                target = (slice(None), slice(lo, hi))
-                fl_src = fl
-            else:
-                data[:, dest] = vis * ph[:, :, None]
-                target = (slice(None), dest)
-                fl_src = fl
+            vis *= ph[:, :, None]
             if any_swap:
-                sub = data[target]
-                sub[swap] = np.conj(sub[swap])
-                data[target] = sub
+                vis[swap] = np.conj(vis[swap])
             t2 = time.perf_counter()
             self.timer.add("phase", t2 - t1)
-            # flags: copy each channel's npol flags as one opaque item
+            # copy whole (all-polarisation) samples into their ascending channel slots:
+            # each channel's npol values are viewed as one opaque item
+            dv = data.view(self._vtype).reshape(k, self.nchan)
             fv = flags.view(self._ftype).reshape(k, self.nchan)
-            flv = fl_src.view(self._ftype) if fl_src.flags.c_contiguous else None
-            if target[1] is dest:
-                fv[:, dest] = fl.view(self._ftype).reshape(k, h.nfreqs)
-            elif flv is not None:
-                fv[target] = flv.reshape(k, -1)
+            vv = vis.view(self._vtype).reshape(k, h.nfreqs)
+            flv = fl.view(self._ftype).reshape(k, h.nfreqs)
+            lo, hi = int(dest.min()), int(dest.max()) + 1
+            if hi - lo == len(dest) and len(dest) > 1 and np.all(np.diff(dest) == -1):
+                dv[:, lo:hi] = vv[:, ::-1]
+                fv[:, lo:hi] = flv[:, ::-1]
+            elif hi - lo == len(dest) and np.all(np.diff(dest) == 1):
+                dv[:, lo:hi] = vv
+                fv[:, lo:hi] = flv
             else:
-                fv[target] = fl.view(self._ftype).reshape(k, h.nfreqs)[:, ::-1]
+                dv[:, dest] = vv
+                fv[:, dest] = flv
             # weights: mean nsamples of unflagged samples (fast path: constant nsamples)
             any_flag = fl.any()
             n0 = ns.reshape(-1)[0] if ns.size else 1.0
