@@ -126,3 +126,25 @@ async def test_spawn_validates_task_and_group(jobs_rt: Any) -> None:
                               json={"queue_name": "dsa110-pipeline", "task_name": "convert-uvh5-to-ms",
                                     "params": {"group_id": gid}})
     assert status == 200 and body["task_id"]
+
+
+async def test_websockets_stream_events_and_job_logs(jobs_rt: Any) -> None:
+    rt = jobs_rt
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(rt.api_url + "/api/v1/ws/pipeline") as ws:
+            hello = await ws.receive_json(timeout=5)
+            assert hello["type"] == "hello"
+            seed_groups(rt.db, 1)
+            rt.engine._reconcile_requested = True
+            rt.engine.poke()
+            seen = []
+            while "job.failed" not in seen:
+                seen.append((await ws.receive_json(timeout=30))["type"])
+            assert "job.started" in seen
+        jobs = (await call(rt, "GET", "/api/v1/jobs"))[1]
+        async with http.ws_connect(rt.api_url + f"/api/v1/ws/jobs/{jobs[0]['run_id']}") as ws:
+            msgs = []
+            async for msg in ws:
+                msgs.append(msg.json())
+            assert any(m["type"] == "log" and "failed" in m["message"] for m in msgs)
+            assert any(m["type"] == "state" and m["state"] == "failed" for m in msgs)
