@@ -77,6 +77,9 @@ class Runtime:
             await self.engine.start()
             if s.ingest.enabled:
                 await self.ingest.start()
+        from engine.convert import remove_stale_temporaries
+
+        await asyncio.to_thread(remove_stale_temporaries, s.ms_dir)  # debris of conversions killed mid-write
         interrupted = await asyncio.to_thread(backups.recover_interrupted, s, self.db)
         if interrupted:
             log.warning("backups/restores interrupted by a previous stop marked failed",

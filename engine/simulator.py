@@ -63,13 +63,16 @@ from engine import instrument as inst
 from engine.instrument import C_M_S
 from engine.subbands import subband_channel_width, subband_filename, subband_frequencies
 
-CALIBRATOR = {
-    "name": "J0834+555",
-    "ra_deg": (8 + 34 / 60 + 54.9 / 3600) * 15.0,
-    "dec_deg": 55.575,
-    "flux_jy": 5.0,
-    "spectral_index": -0.5,
-}
+def _calibrator() -> dict:
+    """J0834+555 exactly as the calibrator catalogue has it (one source of truth for sky and model)."""
+    from engine.calibration.catalogue import find_calibrator
+
+    cal = find_calibrator("J0834+5534")
+    return {"name": cal.name, "ra_deg": cal.ra_deg, "dec_deg": cal.dec_deg, "flux_jy": cal.flux_jy,
+            "spectral_index": cal.spectral_index or 0.0}
+
+
+CALIBRATOR = _calibrator()
 REFERENCE_DATE = "2025-10-05"
 REF_FREQ_HZ = 1.4e9
 BAND_CENTRE_HZ = 1.405e9

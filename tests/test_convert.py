@@ -421,7 +421,7 @@ def test_wsclean_images_calibrator_at_true_position(tmp_path):
     wcs = WCS(hdr).celestial
     j, i = np.unravel_index(np.nanargmax(img), img.shape)
     peak, x, y = _interpolated_peak(img, j, i)
-    cal = next(s for s in g.truth["sources"] if s["name"] == "J0834+555")
+    cal = next(s for s in g.truth["sources"] if s["name"] == "J0834+5534")
     pos = wcs.pixel_to_world(x, y)
     true = SkyCoord(cal["ra_deg"] * u.deg, cal["dec_deg"] * u.deg)
     beam_minor = hdr["BMIN"] * 3600

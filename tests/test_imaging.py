@@ -299,7 +299,7 @@ def test_converter_ms_if_available(tmp_path):
     (g,) = simulate(tmp_path / "sim", preset="tiny", n_ant=16, unit_gains=True, seed=1)
     res = convert_group(g.files, tmp_path / "cal.ms")
     r = image_ms(res.ms_path, str(tmp_path / "img"), dict(fov_deg=2.5, niter=300))
-    cal = next(s for s in g.truth["sources"] if s["name"] == "J0834+555")
+    cal = next(s for s in g.truth["sources"] if s["name"] == "J0834+5534")
     true = SkyCoord(cal["ra_deg"] * u.deg, cal["dec_deg"] * u.deg)
     found = find_sources_fits(r["products"]["image"])
     best = min(found, key=lambda s: true.separation(SkyCoord(s["ra_deg"] * u.deg, s["dec_deg"] * u.deg)).arcsec)

@@ -91,7 +91,7 @@ def test_tiny_group_files_and_manifest(tiny):
     for key in ("gains", "sources", "rfi", "faults", "convention", "active_antennas", "time_jd"):
         assert key in truth
     cal = truth["sources"][0]
-    assert cal["name"] == "J0834+555" and cal["flux_jy"] == 5.0
+    assert cal["name"] == "J0834+5534" and cal["flux_jy"] == 5.0
     assert 0 < cal["apparent_flux_jy"] < cal["flux_jy"]
     assert truth["convention"]["phase_center_dec_unit"] == "rad"
     with h5py.File(group.files[0]) as f:
