@@ -47,8 +47,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy import select, text, update
-from sqlalchemy.exc import OperationalError
 
+from engine.units import human_bytes, retry_busy
 from engine.db import Database
 from engine.db import models as m
 from engine.errors import ContimgError
@@ -89,13 +89,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def format_size(n: int | None) -> str:
-    """Human size like the dashboard shows ("1.2 GB"), powers of 1024."""
-    size = float(n or 0)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "PB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} PB"
+    return human_bytes(n)
 
 
 def _normalise_scope(scope: dict[str, Any] | None, *, subset: bool = False) -> dict[str, bool]:
@@ -275,16 +269,6 @@ def _write_lock(s: Any) -> None:
     s.execute(text("UPDATE backup_history SET id = id WHERE id = ''"))
 
 
-def _retrying(fn: Any, attempts: int = 5) -> Any:
-    """Run a short write transaction again when SQLite reports a stale snapshot / busy."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except OperationalError:
-            if i == attempts - 1:
-                raise
-            time.sleep(0.05 * (i + 1))
-    return None  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- creating
@@ -352,7 +336,7 @@ def create_backup(settings: Any, db: Database, *, name: str, backup_type: str = 
             rec.backup_path = str(Path(settings.backups_dir) / rec.id)
             return rec.id
 
-    return _retrying(_do)
+    return retry_busy(_do)
 
 
 def _load_manifest(backup_dir: Path) -> dict[str, Any]:
@@ -421,7 +405,7 @@ def run_backup(settings: Any, db: Database, backup_id: str) -> None:
                 raise BackupError(f"backup {backup_id} does not exist")
             return rec if res.rowcount == 1 else None
 
-    rec = _retrying(_claim)
+    rec = retry_busy(_claim)
     if rec is None:
         log.info("backup %s is not pending; nothing to do", backup_id)
         return
@@ -449,7 +433,7 @@ def run_backup(settings: Any, db: Database, backup_id: str) -> None:
             with db.session() as s:
                 row = s.get_one(m.BackupRecord, backup_id)
                 row.status, row.error_message, row.completed_at = "failed", message, _now()
-        _retrying(_fail)
+        retry_busy(_fail)
         return
 
     def _done() -> None:
@@ -458,7 +442,7 @@ def run_backup(settings: Any, db: Database, backup_id: str) -> None:
             row.status, row.completed_at, row.error_message = "completed", _now(), None
             row.checksum, row.size_bytes, row.item_count = summary["checksum"], summary["size"], summary["count"]
             row.backup_path = str(final)
-    _retrying(_done)
+    retry_busy(_done)
     log.info("backup %s completed: %d files, %s", backup_id, summary["count"], format_size(summary["size"]))
 
 
@@ -608,7 +592,7 @@ def validate_backup(settings: Any, db: Database, backup_id: str) -> dict[str, An
             if row is not None:
                 row.validation_status = "valid" if result["is_valid"] else "invalid"
                 row.validated_at = _now()
-    _retrying(_record)
+    retry_busy(_record)
     return result
 
 
@@ -730,7 +714,7 @@ def start_restore(settings: Any, db: Database, backup_id: str, *, scope: dict[st
             s.add(job)
             s.flush()
             return job.id
-    return _retrying(_do)
+    return retry_busy(_do)
 
 
 def run_restore(settings: Any, db: Database, restore_id: str) -> None:
@@ -746,7 +730,7 @@ def run_restore(settings: Any, db: Database, restore_id: str) -> None:
             if res.rowcount != 1:
                 return None
             return job.backup_id, dict(job.scope or {})
-    claimed = _retrying(_claim)
+    claimed = retry_busy(_claim)
     if claimed is None:
         return
     backup_id, stored = claimed
@@ -785,7 +769,7 @@ def run_restore(settings: Any, db: Database, restore_id: str) -> None:
             job = s.get_one(m.RestoreJob, restore_id)
             job.status, job.items_restored, job.items_total = status, restored, total
             job.errors, job.completed_at = errors, _now()
-    _retrying(_finish)
+    retry_busy(_finish)
     log.log(logging.INFO if status == "completed" else logging.ERROR, "restore %s %s: %d of %d items",
             restore_id, status, restored, total)
 

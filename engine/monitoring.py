@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from engine.db import Database
 from engine.db import models as m
 from engine.settings import DATA_SUBDIRS, Settings
+from engine.units import human_bytes
 
 MJD_UNIX = 40587.0
 CATEGORY = {"incoming": "hdf5", "ms": "ms", "images": "images", "caltables": "calibration", "logs": "logs"}
@@ -174,13 +175,6 @@ def _dir_usage(path: Path) -> tuple[int, int, float | None]:
     return size, count, newest
 
 
-def human(n: float) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if abs(size) < 1024 or unit == "PB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def storage_summary(settings: Settings, warn_percent: float = 85.0) -> dict[str, Any]:
@@ -189,15 +183,15 @@ def storage_summary(settings: Settings, warn_percent: float = 85.0) -> dict[str,
     pct = 100.0 * du.used / du.total
     partitions = [{"mount_point": str(settings.data_dir), "device": _device(settings.data_dir),
                    "filesystem": _fstype(settings.data_dir), "total_bytes": du.total, "used_bytes": du.used,
-                   "free_bytes": du.free, "usage_percent": round(pct, 2), "total_formatted": human(du.total),
-                   "used_formatted": human(du.used), "free_formatted": human(du.free)}]
+                   "free_bytes": du.free, "usage_percent": round(pct, 2), "total_formatted": human_bytes(du.total),
+                   "used_formatted": human_bytes(du.used), "free_formatted": human_bytes(du.free)}]
     dirs = []
     total = 0
     for name in DATA_SUBDIRS:
         path = settings.subdir(name)
         size, count, newest = _dir_usage(path)
         total += size
-        dirs.append({"path": str(path), "name": name, "size_bytes": size, "size_formatted": human(size),
+        dirs.append({"path": str(path), "name": name, "size_bytes": size, "size_formatted": human_bytes(size),
                      "file_count": count,
                      "last_modified": datetime.fromtimestamp(newest, UTC) if newest else None,
                      "category": CATEGORY.get(name, "other")})
@@ -209,7 +203,7 @@ def storage_summary(settings: Settings, warn_percent: float = 85.0) -> dict[str,
                        "message": f"disk {pct:.1f}% full at {settings.data_dir}", "path": str(settings.data_dir),
                        "threshold_percent": warn_percent, "current_percent": round(pct, 2)})
     return {"partitions": partitions, "directories": dirs, "alerts": alerts, "total_pipeline_data_bytes": total,
-            "total_pipeline_data_formatted": human(total), "checked_at": datetime.now(UTC),
+            "total_pipeline_data_formatted": human_bytes(total), "checked_at": datetime.now(UTC),
             "check_duration_ms": (time.perf_counter() - t0) * 1000}
 
 
@@ -226,18 +220,18 @@ def cleanup_candidates(settings: Settings, db: Database, min_age_days: float = 3
                 size, _, newest = _dir_usage(e) if e.is_dir() else (e.stat().st_size, 1, e.stat().st_mtime)
                 age = (now - (newest or now)) / 86400
                 if age >= 1 / 24:  # an hour old: no stage is still writing it
-                    cands.append({"path": str(e), "size_bytes": size, "size_formatted": human(size),
+                    cands.append({"path": str(e), "size_bytes": size, "size_formatted": human_bytes(size),
                                   "age_days": round(age, 2), "reason": "temporary output of an interrupted stage",
                                   "category": "temp", "safe_to_delete": True})
     logs = settings.logs_dir
     for f in logs.glob("contimg.log.*") if logs.exists() else []:
         age = (now - f.stat().st_mtime) / 86400
         if age >= min_age_days:
-            cands.append({"path": str(f), "size_bytes": f.stat().st_size, "size_formatted": human(f.stat().st_size),
+            cands.append({"path": str(f), "size_bytes": f.stat().st_size, "size_formatted": human_bytes(f.stat().st_size),
                           "age_days": round(age, 1), "reason": f"rotated log older than {min_age_days:g} days",
                           "category": "old_logs", "safe_to_delete": True})
     total = sum(c["size_bytes"] for c in cands)
-    return {"candidates": cands, "total_reclaimable_bytes": total, "total_reclaimable_formatted": human(total),
+    return {"candidates": cands, "total_reclaimable_bytes": total, "total_reclaimable_formatted": human_bytes(total),
             "generated_at": datetime.now(UTC)}
 
 

@@ -25,8 +25,6 @@ import json
 import logging
 import math
 import re
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,6 +33,7 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import OperationalError
 
+from engine.units import retry_busy
 from engine.db import Database
 from engine.db import models as m
 from engine.errors import ContimgError
@@ -66,16 +65,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _retrying(fn: Callable[[], Any], attempts: int = 5) -> Any:
-    """Run a short write transaction again when SQLite reports busy / a stale snapshot."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except OperationalError:
-            if i == attempts - 1:
-                raise
-            time.sleep(0.05 * (i + 1))
-    return None  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- cron
@@ -535,7 +524,7 @@ def create_trigger(db: Database, data: dict[str, Any], user: str | None) -> dict
             s.add(row)
             s.flush()
             return row.id
-    tid = _retrying(_do)
+    tid = retry_busy(_do)
     return get_trigger(db, tid)  # type: ignore[return-value]
 
 
@@ -796,7 +785,7 @@ def fire(settings: Any, db: Database, trigger_id: str, event_type: str, event_da
                     "retry_count": row.retry_count, "params": json.loads(row.action_params or "{}")}
             return ex.id, (None if skip else trig)
 
-    execution_id, trig = _retrying(_open)
+    execution_id, trig = retry_busy(_open)
     if trig is None:
         log.info("trigger %s skipped: %s", trigger_id, get_execution(db, execution_id)["skip_reason"])
         return get_execution(db, execution_id)  # type: ignore[return-value]
@@ -817,7 +806,7 @@ def fire(settings: Any, db: Database, trigger_id: str, event_type: str, event_da
             else:
                 ex.status, ex.job_id = "success", result.get("job_id")
             _set_last_error(s, trigger_id, error)
-    _retrying(_close)
+    retry_busy(_close)
     if error:
         log.warning("trigger %s (%s) failed: %s", trig["name"], trig["action"], error)
     out = get_execution(db, execution_id)

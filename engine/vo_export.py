@@ -20,7 +20,7 @@ from sqlalchemy import select
 from engine.db import Database
 from engine.db import models as m
 from engine.errors import ContimgError
-from engine.monitoring import human
+from engine.units import human_bytes
 
 FORMATS = {"votable": ".vot", "fits": ".fits", "csv": ".csv", "json": ".json"}
 EXPIRY = timedelta(days=7)
@@ -126,7 +126,7 @@ def _out(j: m.ExportJob) -> dict[str, Any]:
     return {"id": j.id, "name": j.name, "format": j.format, "data_type": j.data_type, "filter": j.filters,
             "status": "expired" if done and j.completed_at and j.completed_at + EXPIRY < datetime.now(UTC)
             else j.status, "record_count": j.row_count or 0, "file_size_bytes": j.size_bytes or 0,
-            "file_size_formatted": human(j.size_bytes or 0), "created_at": j.created_at,
+            "file_size_formatted": human_bytes(j.size_bytes), "created_at": j.created_at,
             "completed_at": j.completed_at, "expires_at": j.completed_at + EXPIRY if j.completed_at else None,
             "download_url": f"/api/v1/vo/exports/{j.id}/download" if done else None,
             "error_message": j.error_message, "created_by": j.created_by}

@@ -19,11 +19,3 @@ def ms_route(path: str) -> str:
     """The dashboard's in-app route of an MS page (the path percent-encoded into one segment)."""
     return "/ms/" + quote(path, safe="")
 
-
-def human_bytes(n: float) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if abs(size) < 1024 or unit == "PB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"

@@ -34,12 +34,12 @@ from engine.errors import PermanentStageError, StateError, TransientStageError
 from engine.events import EventBus
 from engine.logs import get_logger
 from engine.processing import states
+from engine.processing.pause import read_paused, write_paused
 from engine.processing.queue import FAILED, RUNNING, SUCCEEDED, JobQueue, JobView, now
 from engine.processing.stages import Stage, StageRegistry, Wait, run_in_worker
 from engine.processing.transitions import transition
 
 log = get_logger("engine")
-PAUSE_KEY = "engine.paused"
 CALIBRATOR_PRIORITY = 10
 TARGET_PRIORITY = 100
 
@@ -186,20 +186,11 @@ class Engine:
                 "stages": self.registry.types()}
 
     # ---- persistence helpers (threads) ------------------------------------
-    def _read_paused(self, default: bool) -> bool:
-        with self.db.session() as s:
-            row = s.get(m.KeyValue, PAUSE_KEY)
-            if row is None:
-                return default
-            return bool(row.value.get("paused", False)) or default
+    def _read_paused(self, default: bool = False) -> bool:
+        return read_paused(self.db) or default
 
     def _write_paused(self, paused: bool) -> None:
-        with self.db.session() as s:
-            row = s.get(m.KeyValue, PAUSE_KEY)
-            if row is None:
-                s.add(m.KeyValue(key=PAUSE_KEY, value={"paused": paused}))
-            else:
-                row.value = {"paused": paused}
+        write_paused(self.db, paused)
 
     def _register_worker(self) -> None:
         with self.db.session() as s:

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from engine.db import Database
 from engine.db import models as m
-from engine.processing.engine import PAUSE_KEY
+from engine.processing.pause import PAUSE_KEY
 from engine.processing.queue import FAILED, RUNNING
 
 
