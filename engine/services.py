@@ -79,6 +79,19 @@ class Services:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    @property
+    def control(self) -> PipelineControl:
+        """Operator actions (retry, cancel, pause) through the same database the engine reads."""
+        return PipelineControl(self.db)
+
+    def latest_job(self, group_id: str) -> Any:
+        from engine.processing.queue import JobView
+
+        with self.db.session() as s:
+            job = s.scalar(select(m.Job).where(m.Job.group_id == group_id)
+                           .order_by(m.Job.created_at.desc()).limit(1))
+            return JobView.of(job) if job else None
+
     # ---- groups / queue -------------------------------------------------
     def list_groups(self, limit: int = 500, state: str | None = None) -> list[GroupRow]:
         with self.db.session() as s:
@@ -212,21 +225,14 @@ class PipelineControl:
         return self.queue.list(state="failed", limit=limit)
 
     def set_paused(self, paused: bool) -> None:
-        from engine.processing.engine import PAUSE_KEY
+        from engine.processing.pause import write_paused
 
-        with self.db.session() as s:
-            row = s.get(m.KeyValue, PAUSE_KEY)
-            if row is None:
-                s.add(m.KeyValue(key=PAUSE_KEY, value={"paused": paused}))
-            else:
-                row.value = {"paused": paused}
+        write_paused(self.db, paused)
 
     def is_paused(self) -> bool:
-        from engine.processing.engine import PAUSE_KEY
+        from engine.processing.pause import read_paused
 
-        with self.db.session() as s:
-            row = s.get(m.KeyValue, PAUSE_KEY)
-            return bool(row and row.value.get("paused"))
+        return read_paused(self.db)
 
     def retry(self, job_id: str, by: str = "operator") -> Any:
         """Put a failed or cancelled job back in the queue with fresh attempts; its group resumes."""

@@ -89,3 +89,44 @@ def test_snapshot_empty_screens(snap_compare, db: Database, mode: str) -> None: 
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_operator_retries_a_failed_group_from_the_queue(db: Database) -> None:
+    from engine.processing.queue import JobQueue
+
+    with db.session() as s:
+        s.add(m.ObservationGroup(id="g1", group_time=datetime(2026, 11, 29, 1, tzinfo=UTC), state="failed",
+                                 error="corrupt"))
+    queue = JobQueue(db)
+    job_id = queue.enqueue("convert", group_id="g1")
+    claimed = queue.claim("w", ["convert"], 60)
+    with db.session() as s:
+        queue.finish(s, claimed.id, "w", "failed", error="corrupt", error_kind="permanent")
+    app = make_app(db)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("R")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(pilot)
+        assert queue.get(job_id).state == "queued"
+        with db.session() as s:
+            assert s.get_one(m.ObservationGroup, "g1").state == "pending"
+        await pilot.press("p")
+        await settle(pilot)
+        from engine.processing.pause import read_paused
+
+        assert read_paused(db)
+
+
+async def test_read_only_console_refuses_actions(db: Database) -> None:
+    with db.session() as s:
+        s.add(m.ObservationGroup(id="g1", group_time=datetime(2026, 11, 29, 1, tzinfo=UTC), state="failed"))
+    app = make_app(db, read_only=True)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        from engine.processing.pause import read_paused
+
+        assert not read_paused(db)
