@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from contimg_console.api.auth import SESSION_COOKIE, credentials
+from contimg_console.api.common import Ok
 from contimg_console.api.errors import ApiError
 from contimg_console.api.routing import Router
 from engine.auth import AuthError, Principal
@@ -62,9 +63,6 @@ class AuthStatus(BaseModel):
     auth_enabled: bool
     auth_required: bool
 
-
-class Ok(BaseModel):
-    ok: bool = True
 
 
 def _rt(request: web.Request) -> Runtime:

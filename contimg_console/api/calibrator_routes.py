@@ -80,7 +80,7 @@ class ImageBody(BaseModel):
     ms_path: str
     imsize: int | None = Field(None, ge=64, le=20000)
     cell: str | None = None
-    niter: int | None = Field(None, ge=0)
+    niter: int | None = Field(None, ge=0, le=10_000_000)
     threshold: str | None = None
 
 
@@ -173,13 +173,21 @@ async def transits(request: web.Request, query: TransitQuery) -> list[TransitInf
     start = now - query.days_back
 
     def work() -> list[TransitInfo]:
+        import bisect
+
         lst = float(np.ravel(meridian_ra_deg(start))[0])
         t = start + ((cal.ra_deg - lst) % 360.0) / 360.0 * SIDEREAL_DAY
+        window = timedelta(minutes=15)
+        groups = _groups_near(request, from_mjd((start + now + query.days_forward) / 2),
+                              timedelta(days=(now + query.days_forward - start) / 2 + 1))
+        times = [g.group_time for g in groups]  # one query for the whole range, then bisect per transit
         out = []
         while t <= now + query.days_forward:
-            groups = _groups_near(request, from_mjd(t), timedelta(minutes=15))
-            out.append(TransitInfo(transit_time_iso=from_mjd(t), transit_time_mjd=t, has_data=bool(groups),
-                                   num_subband_groups=len(groups), observation_ids=[g.id for g in groups]))
+            when = from_mjd(t)
+            lo, hi = bisect.bisect_left(times, when - window), bisect.bisect_right(times, when + window)
+            near = groups[lo:hi]
+            out.append(TransitInfo(transit_time_iso=when, transit_time_mjd=t, has_data=bool(near),
+                                   num_subband_groups=len(near), observation_ids=[g.id for g in near]))
             t += SIDEREAL_DAY
         return out[::-1]
 

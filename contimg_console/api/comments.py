@@ -73,7 +73,7 @@ class SearchQuery(BaseModel):
     sort_by: Literal["created_at", "updated_at"] = "created_at"
     sort_order: Literal["asc", "desc"] = "desc"
     limit: int = Field(500, ge=1, le=5000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=10_000_000)
 
 
 class CreateComment(BaseModel):

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from aiohttp import web
+from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from contimg_console.runtime import Runtime
@@ -19,3 +20,9 @@ def ms_route(path: str) -> str:
     """The dashboard's in-app route of an MS page (the path percent-encoded into one segment)."""
     return "/ms/" + quote(path, safe="")
 
+
+
+class Ok(BaseModel):
+    """The body of an action whose only news is that it worked."""
+
+    ok: bool = True

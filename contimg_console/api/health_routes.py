@@ -10,7 +10,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from contimg_console.api.common import rt
+from contimg_console.api.common import Ok, rt
 from contimg_console.api.errors import ApiError
 from contimg_console.api.routing import Router
 from engine import monitoring
@@ -163,9 +163,6 @@ class AlertsResponse(BaseModel):
     unacknowledged_count: int | None = None
     message: str | None = None
 
-
-class Ok(BaseModel):
-    ok: bool = True
 
 
 class ProbedService(BaseModel):

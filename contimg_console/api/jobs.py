@@ -111,12 +111,12 @@ class TasksQuery(BaseModel):
     queue_name: str | None = None
     status: TaskStatus | None = None
     limit: int = Field(50, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=10_000_000)
 
 
 class PageQuery(BaseModel):
     limit: int = Field(50, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=10_000_000)
 
 
 class TaskId(BaseModel):
@@ -265,7 +265,7 @@ class JobLogs(BaseModel):
 
 
 class LogsQuery(BaseModel):
-    after: int = Field(0, ge=0)
+    after: int = Field(0, ge=0, le=2**62)
     limit: int = Field(500, ge=1, le=5000)
 
 

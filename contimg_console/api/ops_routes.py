@@ -15,7 +15,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from contimg_console.api.common import rt
+from contimg_console.api.common import Ok, rt
 from contimg_console.api.errors import ApiError
 from contimg_console.api.routing import Router
 from engine import backups as bk
@@ -151,11 +151,8 @@ class BackupStatus(BaseModel):
     total: int
 
 
-class Ok(BaseModel):
-    ok: bool = True
 
-
-class Condition(BaseModel):
+class TriggerCondition(BaseModel):
     field: str = Field(min_length=1, max_length=128)
     operator: Literal["equals", "not_equals", "contains", "gt", "gte", "lt", "lte", "in", "not_in"]
     value: str | float | list[str]
@@ -176,7 +173,7 @@ class Trigger(BaseModel):
     status: Literal["enabled", "disabled", "error"]
     pipeline_id: str
     pipeline_name: str
-    conditions: list[Condition]
+    conditions: list[TriggerCondition]
     schedule: Schedule | None = None
     parameters: dict[str, Any]
     priority: int
@@ -209,27 +206,27 @@ class CreateTrigger(BaseModel):
     description: str | None = Field(None, max_length=4000)
     event: TriggerEvent = "new_measurement_set"
     pipeline_id: str
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[TriggerCondition] = Field(default_factory=list)
     schedule: Schedule | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     priority: int | None = Field(None, ge=0, le=10000)
     max_concurrent: int | None = Field(None, ge=1, le=100)
     retry_count: int | None = Field(None, ge=0, le=100)
-    retry_delay_seconds: int | None = Field(None, ge=0)
-    cooldown_seconds: int | None = Field(None, ge=0)
+    retry_delay_seconds: int | None = Field(None, ge=0, le=10_000_000)
+    cooldown_seconds: int | None = Field(None, ge=0, le=10_000_000)
 
 
 class UpdateTrigger(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=255)
     description: str | None = Field(None, max_length=4000)
-    conditions: list[Condition] | None = None
+    conditions: list[TriggerCondition] | None = None
     schedule: Schedule | None = None
     parameters: dict[str, Any] | None = None
     priority: int | None = Field(None, ge=0, le=10000)
     max_concurrent: int | None = Field(None, ge=1, le=100)
     retry_count: int | None = Field(None, ge=0, le=100)
-    retry_delay_seconds: int | None = Field(None, ge=0)
-    cooldown_seconds: int | None = Field(None, ge=0)
+    retry_delay_seconds: int | None = Field(None, ge=0, le=10_000_000)
+    cooldown_seconds: int | None = Field(None, ge=0, le=10_000_000)
     event: TriggerEvent | None = None
     pipeline_id: str | None = None
 

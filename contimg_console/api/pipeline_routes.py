@@ -47,7 +47,7 @@ class Stages(BaseModel):
     total: int
 
 
-class RunBody(BaseModel):
+class PipelineRunBody(BaseModel):
     pipeline_name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -112,7 +112,7 @@ class ExecJob(BaseModel):
     error: str | None
 
 
-class Execution(BaseModel):
+class PipelineExecution(BaseModel):
     execution_id: str
     pipeline_name: str
     status: str
@@ -122,8 +122,8 @@ class Execution(BaseModel):
     jobs: list[ExecJob]
 
 
-class Executions(BaseModel):
-    executions: list[Execution]
+class PipelineExecutions(BaseModel):
+    executions: list[PipelineExecution]
     total: int
 
 
@@ -186,7 +186,7 @@ def _queue_stage(request: web.Request, group_id: str | None, ms_path: str | None
                                             params=params or {}, session=s)
 
 
-def _executions(request: web.Request, limit: int, status: str | None, group_id: str | None = None) -> list[Execution]:
+def _executions(request: web.Request, limit: int, status: str | None, group_id: str | None = None) -> list[PipelineExecution]:
     with rt(request).db.session() as s:
         q = select(m.ObservationGroup).order_by(m.ObservationGroup.group_time.desc()).limit(limit)
         if group_id:
@@ -201,7 +201,7 @@ def _executions(request: web.Request, limit: int, status: str | None, group_id: 
             js = [ExecJob(job_id=j.id, job_type=stats.task_name(j.type),
                           status={"queued": "pending", "succeeded": "completed"}.get(j.state, j.state),
                           started_at=j.started_at, completed_at=j.finished_at, error=j.error) for j in jobs]
-            out.append(Execution(execution_id=g.id, pipeline_name=PIPELINE, status=state,
+            out.append(PipelineExecution(execution_id=g.id, pipeline_name=PIPELINE, status=state,
                                  started_at=jobs[0].started_at if jobs else None,
                                  completed_at=g.state_changed_at if state in ("completed", "failed") else None,
                                  error=g.error, jobs=js))
@@ -226,8 +226,8 @@ async def stages(request: web.Request) -> Stages:
 
 
 @router.route("POST", "/api/v1/pipeline/run", summary="Run the pipeline for a group (params.group_id)",
-              body=RunBody, response=RunResult, role="operator", tags=("pipeline",))
-async def run_pipeline(request: web.Request, body: RunBody) -> RunResult:
+              body=PipelineRunBody, response=RunResult, role="operator", tags=("pipeline",))
+async def run_pipeline(request: web.Request, body: PipelineRunBody) -> RunResult:
     if body.pipeline_name != PIPELINE:
         raise ApiError(404, f"no pipeline {body.pipeline_name!r}; registered: {PIPELINE}")
     group_id = body.params.get("group_id")
@@ -304,16 +304,16 @@ async def image(request: web.Request, query: ImageQuery, principal: Principal) -
     return TaskResult(task_id=task, stage="imaging", status="queued")
 
 
-@router.route("GET", "/api/v1/pipeline/executions", summary="Executions (one per observation group)",
-              query=ExecQuery, response=Executions, tags=("pipeline",))
-async def executions(request: web.Request, query: ExecQuery) -> Executions:
+@router.route("GET", "/api/v1/pipeline/executions", summary="PipelineExecutions (one per observation group)",
+              query=ExecQuery, response=PipelineExecutions, tags=("pipeline",))
+async def executions(request: web.Request, query: ExecQuery) -> PipelineExecutions:
     items = await asyncio.to_thread(_executions, request, query.limit, query.status_filter)
-    return Executions(executions=items, total=len(items))
+    return PipelineExecutions(executions=items, total=len(items))
 
 
-@router.route("GET", "/api/v1/pipeline/executions/{execution_id}", summary="One execution", response=Execution,
+@router.route("GET", "/api/v1/pipeline/executions/{execution_id}", summary="One execution", response=PipelineExecution,
               tags=("pipeline",))
-async def execution(request: web.Request) -> Execution:
+async def execution(request: web.Request) -> PipelineExecution:
     items = await asyncio.to_thread(_executions, request, 1, None, request.match_info["execution_id"])
     if not items:
         raise ApiError(404, f"no execution {request.match_info['execution_id']!r}")

@@ -23,7 +23,7 @@ import numpy as np
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from contimg_console.api.common import ms_route, rt
+from contimg_console.api.common import Ok, ms_route, rt
 from contimg_console.api.errors import ApiError
 from contimg_console.api.jobs import Provenance
 from contimg_console.api.routing import Router
@@ -108,9 +108,6 @@ class RatingBody(BaseModel):
     tagId: Literal["artifact", "good", "marginal", "rfi"]
     notes: str = Field("", max_length=4000)
 
-
-class Ok(BaseModel):
-    ok: bool = True
 
 
 class ThumbQuery(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from contimg_console.api.common import rt
+from contimg_console.api.common import Ok, rt
 from contimg_console.api.errors import ApiError
 from contimg_console.api.routing import Router
 from engine.auth import Principal
@@ -33,7 +33,7 @@ class QueryParameter(BaseModel):
     required: bool = True
 
 
-class Condition(BaseModel):
+class FilterCondition(BaseModel):
     field: str = Field(max_length=64)
     operator: Literal["equals", "not_equals", "gt", "gte", "lt", "lte", "contains", "in", "not_in", "is_null",
                       "not_null"]
@@ -66,7 +66,7 @@ class CreateQuery(BaseModel):
     visibility: Visibility = "private"
     tags: list[str] = Field(default_factory=list, max_length=50)
     parameters: list[QueryParameter] | None = None
-    filters: list[Condition] | None = None
+    filters: list[FilterCondition] | None = None
 
 
 class UpdateQuery(BaseModel):
@@ -79,7 +79,7 @@ class UpdateQuery(BaseModel):
     parameters: list[QueryParameter] | None = None
 
 
-class ListQuery(BaseModel):
+class QueryListParams(BaseModel):
     search: str | None = Field(None, max_length=200)
     target_type: Target | None = None
     visibility: Visibility | None = None
@@ -89,10 +89,10 @@ class ListQuery(BaseModel):
     sort_by: Literal["name", "created_at", "updated_at", "run_count"] = "updated_at"
     sort_order: Literal["asc", "desc"] = "desc"
     limit: int = Field(500, ge=1, le=5000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=10_000_000)
 
 
-class RunBody(BaseModel):
+class QueryRunBody(BaseModel):
     query_id: str | None = None
     query_string: str | None = Field(None, max_length=10000)
     target_type: Target | None = None
@@ -137,9 +137,6 @@ class QueryStats(BaseModel):
     top_queries: list[TopQuery]
 
 
-class Ok(BaseModel):
-    ok: bool = True
-
 
 def store(request: web.Request) -> SavedQueries:
     return SavedQueries(rt(request).db)
@@ -181,16 +178,16 @@ async def history(request: web.Request, principal: Principal) -> list[HistoryIte
     return [HistoryItem(**r) for r in await asyncio.to_thread(store(request).history, principal.username)]
 
 
-@router.route("GET", "/api/v1/queries", summary="List saved queries", query=ListQuery, response=list[SavedQuery],
+@router.route("GET", "/api/v1/queries", summary="List saved queries", query=QueryListParams, response=list[SavedQuery],
               tags=("queries",), aliases=("/api/saved-queries",))
-async def list_queries(request: web.Request, query: ListQuery, principal: Principal) -> list[SavedQuery]:
+async def list_queries(request: web.Request, query: QueryListParams, principal: Principal) -> list[SavedQuery]:
     rows = await asyncio.to_thread(store(request).list, principal.username, **query.model_dump())
     return [SavedQuery(**r) for r in rows]
 
 
 @router.route("POST", "/api/v1/queries/run", summary="Run a saved or ad-hoc query (read-only filters)",
-              body=RunBody, response=QueryResult, tags=("queries",))
-async def run(request: web.Request, body: RunBody, principal: Principal) -> QueryResult:
+              body=QueryRunBody, response=QueryResult, tags=("queries",))
+async def run(request: web.Request, body: QueryRunBody, principal: Principal) -> QueryResult:
     if not body.query_id and not body.query_string:
         raise ApiError(422, "give query_id or query_string", code="VALIDATION_FAILED")
     try:

@@ -205,11 +205,18 @@ def _schema_for(tp: Any, schemas: dict[str, Any]) -> dict[str, Any]:
     adapter = TypeAdapter(tp)
     schema = adapter.json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
     for name, sub in schema.pop("$defs", {}).items():
-        schemas[name] = sub
+        _put(schemas, name, sub)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        schemas[tp.__name__] = schema
+        _put(schemas, tp.__name__, schema)
         return {"$ref": f"#/components/schemas/{tp.__name__}"}
     return schema
+
+
+def _put(schemas: dict[str, Any], name: str, schema: dict[str, Any]) -> None:
+    """Two different models under one component name would silently describe one of them wrongly."""
+    if name in schemas and schemas[name] != schema:
+        raise ValueError(f"OpenAPI component name clash: two different models are called {name!r}")
+    schemas[name] = schema
 
 
 _ERROR_SCHEMA = {

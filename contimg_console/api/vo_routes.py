@@ -9,7 +9,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from contimg_console.api.common import rt
+from contimg_console.api.common import Ok, rt
 from contimg_console.api.errors import ApiError
 from contimg_console.api.routing import Router
 from engine import vo_export as vo
@@ -65,7 +65,7 @@ class ExportList(BaseModel):
     exports: list[ExportJob]
 
 
-class ListQuery(BaseModel):
+class ExportListParams(BaseModel):
     status: Literal["pending", "processing", "completed", "failed", "expired"] | None = None
     format: Fmt | None = None
     limit: int = Field(50, ge=1, le=1000)
@@ -121,9 +121,6 @@ class ConeResult(BaseModel):
     sources: list[ConeHit]
 
 
-class Ok(BaseModel):
-    ok: bool = True
-
 
 def _flt(f: ExportFilter) -> dict[str, Any]:
     if f.data_type == "spectra":
@@ -131,9 +128,9 @@ def _flt(f: ExportFilter) -> dict[str, Any]:
     return f.model_dump(mode="json", exclude_none=True)
 
 
-@router.route("GET", "/api/v1/vo/exports", summary="Export jobs", query=ListQuery, response=ExportList,
+@router.route("GET", "/api/v1/vo/exports", summary="Export jobs", query=ExportListParams, response=ExportList,
               tags=("vo",), aliases=("/api/v1/api/v1/vo/exports",))
-async def list_exports(request: web.Request, query: ListQuery) -> ExportList:
+async def list_exports(request: web.Request, query: ExportListParams) -> ExportList:
     rows = await asyncio.to_thread(vo.list_exports, rt(request).db, query.status, query.format, query.limit)
     return ExportList(exports=[ExportJob(**r) for r in rows])
 
