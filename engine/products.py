@@ -21,6 +21,20 @@ class Products:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def fingerprint(self, kind: str) -> tuple[Any, ...]:
+        """A cheap summary that changes whenever a listed row changes (SQL aggregates, no Python per row)."""
+        with self.db.session() as s:
+            if kind == "jobs":
+                q = select(func.count(), func.max(m.Job.created_at), func.max(m.Job.started_at),
+                           func.max(m.Job.finished_at), func.total(m.Job.attempts), func.total(func.unicode(m.Job.state)))
+            elif kind == "images":
+                q = select(func.count(), func.max(m.Image.created_at), func.total(func.unicode(m.Image.qa_grade)),
+                           func.total(m.Image.pointing_ra_deg))
+            else:
+                q = select(func.count(), func.total(m.Source.n_images), func.total(m.Source.peak_flux_jy),
+                           func.total(m.Source.eta), func.total(m.Source.v), func.max(m.Source.latest_image_id))
+            return tuple(s.execute(q).one())
+
     # ---- images ------------------------------------------------------------------
     def list_images(self, limit: int = 20000) -> list[dict[str, Any]]:
         with self.db.session() as s:

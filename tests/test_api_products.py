@@ -116,3 +116,8 @@ async def test_image_writes(prt: Any) -> None:
             assert r.status == 200
         async with http.get(prt.api_url + f"/api/v1/images/{iid}") as resp:
             assert (await resp.json())["qa_grade"] == "fail"
+        async with http.get(prt.api_url + "/api/v1/images") as resp:  # the cached listing follows the change
+            etag = resp.headers["ETag"]
+            assert next(i for i in await resp.json() if i["id"] == iid)["qa_grade"] == "fail"
+        async with http.get(prt.api_url + "/api/v1/images", headers={"If-None-Match": etag}) as resp:
+            assert resp.status == 304

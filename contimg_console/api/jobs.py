@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -321,10 +322,19 @@ async def export_jobs(request: web.Request, query: IdsQuery) -> web.Response:
                         headers={"Content-Disposition": 'attachment; filename="jobs.csv"'})
 
 
-@router.route("GET", "/api/v1/jobs", summary="All jobs, newest first", response=list[JobSummary], tags=("jobs",))
-async def list_jobs(request: web.Request) -> list[JobSummary]:
-    jobs = await asyncio.to_thread(control(request).list_jobs, limit=5000)
-    return [summary(j) for j in jobs]
+def _jobs_json(request: web.Request) -> Any:
+    def build(_: Any) -> bytes:
+        jobs = control(request).list_jobs(limit=5000)
+        return json.dumps([summary(j).model_dump(mode="json") for j in jobs], separators=(",", ":")).encode()
+    return build
+
+
+@router.route("GET", "/api/v1/jobs", summary="All jobs, newest first (the latest 5000)", response=list[JobSummary],
+              tags=("jobs",))
+async def list_jobs(request: web.Request) -> web.Response:
+    from contimg_console.api.products import _cached_listing
+
+    return await _cached_listing(request, "jobs", _jobs_json(request))
 
 
 @router.route("GET", "/api/v1/jobs/{run_id}", summary="One job", response=JobDetail, tags=("jobs",))

@@ -8,6 +8,7 @@ serialises pydantic responses, so handlers only contain their own logic.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -113,6 +114,8 @@ class Router:
             if "principal" in spec.handler.__code__.co_varnames:
                 kwargs["principal"] = principal
             result = await spec.handler(request, **kwargs)
+            if isinstance(result, list) and len(result) > 500:  # big listings serialise off the loop
+                return await asyncio.to_thread(to_response, result, spec.status)
             return to_response(result, spec.status)
         handler.__name__ = spec.name
         return handler
