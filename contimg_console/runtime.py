@@ -102,7 +102,10 @@ class Runtime:
     async def _start_api(self) -> None:
         from contimg_console.api.app import ACCESS_LOG_FORMAT, access_logger, build_app
 
-        app = build_app(self)
+        try:
+            app = build_app(self)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         self._runner = web.AppRunner(app, access_log=access_logger(), access_log_format=ACCESS_LOG_FORMAT,
                                      handle_signals=False)
         await self._runner.setup()

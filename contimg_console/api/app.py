@@ -47,13 +47,20 @@ def openapi_document() -> dict[str, Any]:
 
 
 def build_app(runtime: Runtime) -> web.Application:
-    app = web.Application(middlewares=[timing_middleware, error_middleware],
-                          client_max_size=runtime.settings.api.max_body_bytes)
+    from contimg_console.api.static import cors_middleware, install_dashboard
+
+    api = runtime.settings.api
+    middlewares = [timing_middleware, error_middleware]
+    if api.cors_origins:
+        middlewares.insert(0, cors_middleware(api.cors_origins))
+    app = web.Application(middlewares=middlewares, client_max_size=api.max_body_bytes)
     app["runtime"] = runtime
     authorize = make_authorizer(runtime)
     for r in all_routers():
         r.install(app, authorize)
     app["openapi"] = openapi_document()
+    if api.dashboard_dir is not None:
+        install_dashboard(app, api.dashboard_dir)  # last: API routes win over the SPA catch-all
     return app
 
 
