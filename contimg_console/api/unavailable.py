@@ -24,16 +24,6 @@ def _missing(feature: str) -> ApiError:
     return ApiError(501, f"{feature} is not available in this version of contimg", code="NOT_IMPLEMENTED")
 
 
-class RatingStats(BaseModel):
-    total_ratings: int = 0
-    sources_rated: int = 0
-    images_rated: int = 0
-    average_rating: float = 0.0
-    ratings_today: int = 0
-    ratings_this_week: int = 0
-    top_raters: list[dict[str, Any]] = []
-    flag_distribution: dict[str, int] = {"good": 0, "uncertain": 0, "bad": 0, "needs_review": 0}
-
 
 class PolicyList(BaseModel):
     policies: list[dict[str, Any]]
@@ -83,16 +73,6 @@ for _m, _p in (("GET", "/api/v1/jupyter/kernels"), ("GET", "/api/v1/jupyter/kern
                ("GET", "/api/v1/jupyter/templates"), ("POST", "/api/v1/jupyter/launch"),
                ("GET", "/api/v1/jupyter/stats"), ("GET", "/api/v1/jupyter/url")):
     _action(_m, _p, "Jupyter", "Jupyter", ("jupyter",), role="viewer" if _m == "GET" else "operator", status=503)
-
-# ---- Ratings (§8) ------------------------------------------------------------------------------------------
-_read("/api/v1/ratings/stats", "Rating statistics", RatingStats, RatingStats, ("ratings",))
-_read("/api/v1/ratings/queue", "Review queue", list[dict[str, Any]], list, ("ratings",))
-_read("/api/v1/ratings/user/{user_id}", "A user's ratings", list[dict[str, Any]], list, ("ratings",))
-_action("POST", "/api/v1/ratings", "Submit a rating", "star ratings (use the image QA rating instead)",
-        ("ratings",), role="viewer")
-_action("POST", "/api/v1/ratings/queue", "Add to the review queue", "the review queue", ("ratings",))
-_action("DELETE", "/api/v1/ratings/queue/{target_type}/{target_id}", "Remove from the review queue",
-        "the review queue", ("ratings",))
 
 # ---- Alert policies (§9) ----------------------------------------------------------------------------------
 _read("/api/v1/alert-policies/silences", "All silences", list[dict[str, Any]], list, ("alerts",))
