@@ -90,7 +90,19 @@ class Runtime:
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 300})
         self.scheduler.start()
         if not s.read_only:
+            from engine.alerting import Evaluator
             from engine.triggers import TriggerScheduler
+
+            evaluator = Evaluator(self.db, s.data_dir)
+
+            async def evaluate_alerts() -> None:
+                try:
+                    await asyncio.to_thread(evaluator.run)
+                except Exception:  # noqa: BLE001 - next minute again
+                    log.exception("alert policy evaluation failed")
+
+            self.scheduler.add_job(evaluate_alerts, "interval", seconds=60, id="alert-policies",
+                                   replace_existing=True)
 
             self.triggers = TriggerScheduler(s, self.db, self.scheduler)
             await asyncio.to_thread(self.triggers.sync)

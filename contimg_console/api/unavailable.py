@@ -25,10 +25,6 @@ def _missing(feature: str) -> ApiError:
 
 
 
-class PolicyList(BaseModel):
-    policies: list[dict[str, Any]]
-    total: int
-
 
 class SessionList(BaseModel):
     sessions: list[dict[str, Any]]
@@ -73,18 +69,6 @@ for _m, _p in (("GET", "/api/v1/jupyter/kernels"), ("GET", "/api/v1/jupyter/kern
                ("GET", "/api/v1/jupyter/templates"), ("POST", "/api/v1/jupyter/launch"),
                ("GET", "/api/v1/jupyter/stats"), ("GET", "/api/v1/jupyter/url")):
     _action(_m, _p, "Jupyter", "Jupyter", ("jupyter",), role="viewer" if _m == "GET" else "operator", status=503)
-
-# ---- Alert policies (§9) ----------------------------------------------------------------------------------
-_read("/api/v1/alert-policies/silences", "All silences", list[dict[str, Any]], list, ("alerts",))
-_read("/api/v1/alert-policies", "Alert policies", PolicyList, lambda: PolicyList(policies=[], total=0), ("alerts",))
-_action("POST", "/api/v1/alert-policies/dry-run", "Preview an alert policy", "alert policy evaluation",
-        ("alerts",))
-_action("POST", "/api/v1/alert-policies", "Create an alert policy", "alert policy evaluation", ("alerts",))
-_action("PUT", "/api/v1/alert-policies/{id}", "Replace an alert policy", "alert policy evaluation", ("alerts",))
-_action("DELETE", "/api/v1/alert-policies/{id}", "Delete an alert policy", "alert policy evaluation", ("alerts",))
-_action("POST", "/api/v1/alert-policies/{id}/toggle", "Enable or disable a policy", "alert policy evaluation",
-        ("alerts",))
-_action("POST", "/api/v1/alert-policies/{id}/silences", "Silence a policy", "alert policy evaluation", ("alerts",))
 
 # ---- Retention (§10.1) and cleanup (§10.2) ------------------------------------------------------------------------
 _read("/api/v1/retention/policies", "Retention policies", list[dict[str, Any]], list, ("retention",))

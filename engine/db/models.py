@@ -545,6 +545,7 @@ class AlertPolicy(Base):
     severity: Mapped[str] = mapped_column(String(16), default="warning")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     rules: Mapped[list[Any]] = mapped_column(default=list)
+    overrides: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     channels: Mapped[list[Any]] = mapped_column(default=list)
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     for_seconds: Mapped[int] = mapped_column(Integer, default=0)
