@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     db_sub.add_parser("upgrade", help="migrate pipeline.sqlite3 to the newest revision")
     db_sub.add_parser("current", help="show the database's revision")
 
+    eng = sub.add_parser("engine", help="pause or resume processing (takes effect within one poll)")
+    eng.add_argument("action", choices=["pause", "resume"])
+
     status = sub.add_parser("status", help="pipeline state counts, leases and failures")
     status.add_argument("--json", action="store_true")
 
@@ -264,6 +267,16 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     else:
         rev, head = db.current_revision(), db.head_revision()
         print(f"{settings.db_path}: revision {rev}" + (" (head)" if rev == head else f" (head is {head})"))
+    return 0
+
+
+def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.processing.pause import write_paused
+
+    db = _database(settings)
+    db.upgrade()
+    write_paused(db, args.action == "pause")
+    print(f"engine {'paused' if args.action == 'pause' else 'resumed'} ({settings.db_path})")
     return 0
 
 
@@ -527,6 +540,7 @@ _COMMANDS = {
     "config": cmd_config,
     "db": cmd_db,
     "status": cmd_status,
+    "engine": cmd_engine,
     "ingest": cmd_ingest,
     "simulate": cmd_simulate,
     "convert": cmd_convert,

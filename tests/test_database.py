@@ -98,3 +98,13 @@ def test_naive_datetimes_are_refused(db: Database) -> None:
     with pytest.raises(Exception, match="naive"):
         with db.session() as s:
             s.add(m.ObservationGroup(id="x", group_time=datetime(2026, 1, 1)))
+
+
+def test_cli_engine_pause_shows_in_status(tmp_path: Path) -> None:
+    data = str(tmp_path / "d")
+    assert subprocess.run(contimg_cmd("--data-dir", data, "engine", "pause"), capture_output=True).returncode == 0
+    out = subprocess.run(contimg_cmd("--data-dir", data, "status", "--json"), capture_output=True, text=True)
+    assert '"paused": true' in out.stdout
+    subprocess.run(contimg_cmd("--data-dir", data, "engine", "resume"), capture_output=True)
+    out = subprocess.run(contimg_cmd("--data-dir", data, "status"), capture_output=True, text=True)
+    assert "engine: not paused" in out.stdout
