@@ -9,7 +9,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from contimg_console.api.common import rt
+from contimg_console.api.common import require_user, rt
 from contimg_console.api.errors import ApiError
 from contimg_console.api.routing import Router
 from engine.auth import Principal
@@ -94,9 +94,7 @@ def store(request: web.Request) -> Comments:
 
 
 def author(principal: Principal) -> str:
-    if principal.user_id is None:
-        raise ApiError(401, "commenting needs a logged-in user", code="UNAUTHORIZED")
-    return principal.username
+    return require_user(principal, "commenting")
 
 
 async def _change(request: web.Request, principal: Principal, **changes: object) -> Comment:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from contimg_console.api.common import Ok, rt
+from contimg_console.api.common import Ok, require_user, rt
 from contimg_console.api.errors import ApiError
 from contimg_console.api.routing import Router
 from engine.auth import Principal
@@ -143,9 +143,7 @@ def store(request: web.Request) -> SavedQueries:
 
 
 def owner(principal: Principal) -> str:
-    if principal.user_id is None:
-        raise ApiError(401, "saving queries needs a logged-in user (the query's owner)", code="UNAUTHORIZED")
-    return principal.username
+    return require_user(principal, "saving queries")
 
 
 def _qerr(exc: QueryError) -> ApiError:

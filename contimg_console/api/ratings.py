@@ -9,7 +9,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from contimg_console.api.common import Ok, rt
+from contimg_console.api.common import Ok, require_user, rt
 from contimg_console.api.errors import ApiError
 from contimg_console.api.routing import Router
 from engine.auth import Principal
@@ -124,9 +124,7 @@ def store(request: web.Request) -> Ratings:
 
 
 def rater(principal: Principal) -> str:
-    if principal.user_id is None:
-        raise ApiError(401, "rating needs a logged-in user", code="UNAUTHORIZED")
-    return principal.username
+    return require_user(principal, "rating")
 
 
 @router.route("GET", "/api/v1/ratings/stats", summary="Rating statistics", response=RatingStats, tags=("ratings",))

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from contimg_console.api.common import Ok, rt
+from contimg_console.api.common import Ok, require_user, rt
 from contimg_console.api.errors import ApiError
 from contimg_console.api.routing import Router
 from engine import vo_export as vo
@@ -144,12 +144,11 @@ async def preview(request: web.Request, body: ExportFilter) -> Preview:
 @router.route("POST", "/api/v1/vo/exports", summary="Create an export job (runs in the background)",
               body=CreateExport, response=ExportJob, tags=("vo",))
 async def create(request: web.Request, body: CreateExport, principal: Principal) -> ExportJob:
-    if principal.user_id is None:
-        raise ApiError(401, "exports need a logged-in user", code="UNAUTHORIZED")
+    user = require_user(principal, "exporting")
     runtime = rt(request)
     name = body.name or f"{body.filter.data_type.capitalize()} Export"
     row = await asyncio.to_thread(vo.create, runtime.db, name=name, fmt=body.format, flt=_flt(body.filter),
-                                  created_by=principal.username)
+                                  created_by=user)
     if row["status"] == "pending":
         runtime.track(asyncio.create_task(asyncio.to_thread(vo.run_export, runtime.db, runtime.settings.exports_dir,
                                                             row["id"])))
@@ -178,8 +177,7 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 @router.route("DELETE", "/api/v1/vo/exports/{id}", summary="Delete an export", response=Ok, tags=("vo",))
 async def delete(request: web.Request, principal: Principal) -> Ok:
-    if principal.user_id is None:
-        raise ApiError(401, "deleting exports needs a logged-in user", code="UNAUTHORIZED")
+    require_user(principal, "deleting exports")
     if not await asyncio.to_thread(vo.delete_export, rt(request).db, request.match_info["id"]):
         raise ApiError(404, f"no export {request.match_info['id']!r}")
     return Ok()
