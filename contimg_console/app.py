@@ -19,6 +19,8 @@ from engine.logs import ring_buffer
 from engine.services import Services
 from screens.backups import BackupsScreen
 from screens.calibrations import CalibrationsScreen
+from screens.data import DataScreen
+from screens.health import HealthScreen
 from screens.help import HelpScreen
 from screens.keymap import APP_ACTIONS, bindings
 from screens.logs import LogsScreen
@@ -49,6 +51,8 @@ class ContimgApp(App[None]):
         "calibrations": CalibrationsScreen,
         "triggers": TriggersScreen,
         "backups": BackupsScreen,
+        "data": DataScreen,
+        "health": HealthScreen,
         "logs": LogsScreen,
     }
     DEFAULT_MODE = "queue"

@@ -140,6 +140,45 @@ class Services:
             ]
 
 
+    # ---- data and health (console screens) --------------------------------------
+    def recent_images(self, limit: int = 500) -> list[dict[str, Any]]:
+        from pathlib import Path
+
+        with self.db.session() as s:
+            q = select(m.Image).order_by(m.Image.created_at.desc()).limit(limit)
+            return [{"id": i.id, "name": Path(i.path).name, "qa_grade": i.qa_grade,
+                     "noise_mjy": i.noise_jy * 1e3 if i.noise_jy is not None else None, "peak_jy": i.peak_flux_jy,
+                     "dynamic_range": i.dynamic_range, "created_at": i.created_at,
+                     "beam": (f"{i.beam_major_arcsec:.0f}x{i.beam_minor_arcsec:.0f}"
+                              if i.beam_major_arcsec and i.beam_minor_arcsec else "")}
+                    for i in s.scalars(q)]
+
+    def health_lines(self) -> list[tuple[str, str, str, str]]:
+        """(key, what, status, detail) for the console's health screen."""
+        import shutil
+        from datetime import UTC, datetime
+
+        out: list[tuple[str, str, str, str]] = []
+        du = shutil.disk_usage(self.db.path.parent)
+        pct = 100 * du.used / du.total
+        out.append(("disk", "data disk", "warning" if pct >= 85 else "ok",
+                    f"{pct:.1f}% used, {du.free / 1e9:.1f} GB free"))
+        with self.db.session() as s:
+            last = s.scalar(select(func.max(m.CalibrationSet.created_at)).where(m.CalibrationSet.status == "active"))
+            alerts = list(s.scalars(select(m.Alert).where(m.Alert.acknowledged.is_(False))
+                                    .order_by(m.Alert.triggered_at.desc()).limit(20)))
+            failed = s.scalar(select(func.count()).select_from(m.Job).where(m.Job.state == "failed")) or 0
+        if last is None:
+            out.append(("calibration", "calibration", "none", "no active calibration set"))
+        else:
+            age_h = (datetime.now(UTC) - last).total_seconds() / 3600
+            out.append(("calibration", "calibration", "stale" if age_h > 24 else "ok",
+                        f"newest active set {age_h:.1f} h old"))
+        out.append(("failed", "failed jobs", "attention" if failed else "ok", f"{failed} in the dead-letter view"))
+        for a in alerts:
+            out.append((f"alert-{a.id}", f"alert: {a.alert_type}", a.severity, a.message[:120]))
+        return out
+
     # ---- jobs and provenance ------------------------------------------------
     def jobs_page(self, *, state: str | None = None, queue: str | None = None, limit: int = 50,
                             offset: int = 0, retrying: bool | None = None) -> tuple[list[Any], int]:

@@ -14,7 +14,7 @@ from engine.db import models as m
 from screens.help import HelpScreen
 from tui_helpers import make_app, settle
 
-MODES = ("queue", "calibrations", "triggers", "backups")
+MODES = ("queue", "calibrations", "triggers", "backups", "data")
 
 
 async def test_switch_between_screens(db: Database) -> None:
@@ -130,3 +130,27 @@ async def test_read_only_console_refuses_actions(db: Database) -> None:
         from engine.processing.pause import read_paused
 
         assert not read_paused(db)
+
+
+async def test_data_and_health_screens(db: Database) -> None:
+    with db.session() as s:
+        s.add(m.Image(id="img1", path="/x/2026-11-29T01:00:00-image.fits", qa_grade="good", noise_jy=0.0012,
+                      peak_flux_jy=3.1, dynamic_range=2600, beam_major_arcsec=50.2, beam_minor_arcsec=33.9,
+                      created_at=datetime(2026, 11, 29, 1, tzinfo=UTC)))
+        s.add(m.Alert(alert_type="pointing_change", severity="warning", message="pointing changed", source="ingest"))
+    app = make_app(db)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        table = app.screen.query_one(DataTable)
+        assert app.current_mode == "data" and table.get_row_at(0)[:3] == ["2026-11-29T01:00:00-image.fits", "good",
+                                                                            "1.20"]
+        await pilot.press("6")
+        await settle(pilot)
+        table = app.screen.query_one(DataTable)
+        whats = [table.get_row_at(i)[0] for i in range(table.row_count)]
+        assert {"engine", "scheduler", "REST API", "data disk", "calibration", "failed jobs"} <= set(whats)
+        assert "alert: pointing_change" in whats
+        row = next(table.get_row_at(i) for i in range(table.row_count) if table.get_row_at(i)[0] == "calibration")
+        assert row[1] == "none"
