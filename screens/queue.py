@@ -29,7 +29,24 @@ class QueueScreen(TableScreen):
                 id="queue.cancel"),
         Binding("p", "toggle_pause", "Pause/resume", tooltip="Pause or resume the processing engine",
                 id="engine.pause"),
+        Binding("l", "job_log", "Job log", tooltip="Tail the log of the selected group's latest job",
+                id="queue.joblog"),
     ]
+
+    def action_job_log(self) -> None:
+        gid = self._selected()
+        if gid:
+            self._open_log(gid)
+
+    @work(thread=True, exclusive=True, group="joblog-open", description="find the latest job")
+    def _open_log(self, gid: str) -> None:
+        job = self.app.services.latest_job(gid)  # type: ignore[attr-defined]
+        if job is None:
+            self.app.call_from_thread(self.notify, f"group {gid} has no job yet", severity="warning")
+            return
+        from screens.job_log import JobLogScreen
+
+        self.app.call_from_thread(self.app.push_screen, JobLogScreen(job))
 
     def _selected(self) -> str | None:
         table = self.query_one("#table", DataTable)

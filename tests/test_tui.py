@@ -117,6 +117,18 @@ async def test_operator_retries_a_failed_group_from_the_queue(db: Database) -> N
         from engine.processing.pause import read_paused
 
         assert read_paused(db)
+        await pilot.press("l")
+        await settle(pilot)
+        from textual.widgets import Log
+
+        from screens.job_log import JobLogScreen
+
+        assert isinstance(app.screen, JobLogScreen)
+        text = "\n".join(app.screen.query_one(Log).lines)
+        assert "retried by console" in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, JobLogScreen)
 
 
 async def test_read_only_console_refuses_actions(db: Database) -> None:
