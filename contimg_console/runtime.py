@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import shutil
+from datetime import UTC, datetime
 import logging
 from typing import Any
 
@@ -103,6 +104,17 @@ class Runtime:
 
             self.scheduler.add_job(evaluate_alerts, "interval", seconds=60, id="alert-policies",
                                    replace_existing=True)
+
+            async def sample_storage() -> None:
+                from engine.monitoring import record_storage_sample
+
+                try:
+                    await asyncio.to_thread(record_storage_sample, self.db, s)
+                except Exception:  # noqa: BLE001 - next hour again
+                    log.exception("storage sample failed")
+
+            self.scheduler.add_job(sample_storage, "interval", hours=1, id="storage-sample", replace_existing=True,
+                                   next_run_time=datetime.now(UTC))
 
             self.triggers = TriggerScheduler(s, self.db, self.scheduler)
             await asyncio.to_thread(self.triggers.sync)

@@ -280,3 +280,46 @@ def resources() -> dict[str, float]:
     except (OSError, KeyError, ValueError, ZeroDivisionError):
         mem_pct = 0.0
     return {"cpu_percent": round(cpu, 1), "memory_percent": round(mem_pct, 1)}
+
+
+# ---- storage history -------------------------------------------------------------------------------
+SAMPLES_KEY = "storage.samples"
+MAX_SAMPLES = 24 * 90  # hourly for 90 days
+
+
+def record_storage_sample(db: Database, settings: Settings, now: datetime | None = None) -> None:
+    """Append one disk-usage sample (the scheduler calls this hourly) for the trend view."""
+    now = now or datetime.now(UTC)
+    du = shutil.disk_usage(settings.data_dir)
+    with db.session() as s:
+        row = s.get(m.KeyValue, SAMPLES_KEY)
+        samples = list((row.value if row else {}).get("samples", []))
+        samples.append([now.timestamp(), du.used, du.total])
+        value = {"mount_point": str(settings.data_dir), "samples": samples[-MAX_SAMPLES:]}
+        if row is None:
+            s.add(m.KeyValue(key=SAMPLES_KEY, value=value))
+        else:
+            row.value = value
+
+
+def storage_trend(db: Database, settings: Settings, days: float, now: datetime | None = None) -> dict[str, Any]:
+    """Usage over the last ``days`` and a least-squares growth rate; days until full when growing."""
+    now = now or datetime.now(UTC)
+    since = now.timestamp() - days * 86400
+    with db.session() as s:
+        row = s.get(m.KeyValue, SAMPLES_KEY)
+        samples = [x for x in (row.value if row else {}).get("samples", []) if x[0] >= since]
+    du = shutil.disk_usage(settings.data_dir)
+    samples.append([now.timestamp(), du.used, du.total])
+    points = [{"timestamp": datetime.fromtimestamp(t, UTC), "used_bytes": int(u),
+               "usage_percent": round(100 * u / tot, 2)} for t, u, tot in samples]
+    rate = 0.0
+    if len(samples) >= 2 and samples[-1][0] - samples[0][0] > 3600:
+        ts = [x[0] / 86400 for x in samples]
+        us = [x[1] for x in samples]
+        tm, um = sum(ts) / len(ts), sum(us) / len(us)
+        var = sum((t - tm) ** 2 for t in ts)
+        rate = sum((t - tm) * (u - um) for t, u in zip(ts, us, strict=True)) / var if var else 0.0
+    return {"mount_point": str(settings.data_dir), "data_points": points, "growth_rate_bytes_per_day": rate,
+            "days_until_full": (du.free / rate) if rate > 0 else None,
+            "period_start": points[0]["timestamp"], "period_end": points[-1]["timestamp"]}

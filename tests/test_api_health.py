@@ -96,3 +96,19 @@ async def test_storage_metrics_and_prometheus(runtime: Any) -> None:
     assert 'contimg_http_request_duration_seconds_count{method="GET",route="/api/v1/services/status"' in text
     line = next(ln for ln in text.splitlines() if ln.startswith("calibration_last_valid_timestamp"))
     assert float(line.split()[-1]) > 1.7e9
+
+
+def test_storage_trend_from_samples(settings: object, db: object) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from engine.monitoring import SAMPLES_KEY, storage_trend
+    from engine.db import models as mm
+
+    now = datetime.now(UTC)
+    with db.session() as s:  # type: ignore[attr-defined]
+        s.add(mm.KeyValue(key=SAMPLES_KEY, value={"samples": [
+            [(now - timedelta(days=2)).timestamp(), 1_000_000_000, 10**12],
+            [(now - timedelta(days=1)).timestamp(), 2_000_000_000, 10**12]]}))
+    trend = storage_trend(db, settings, days=30, now=now)  # type: ignore[arg-type]
+    assert len(trend["data_points"]) == 3 and trend["period_start"] < trend["period_end"]
+    assert trend["growth_rate_bytes_per_day"] != 0.0

@@ -462,16 +462,12 @@ async def cleanup_recommendations(request: web.Request) -> CleanupRecommendation
                                                             runtime.db))
 
 
-@router.route("GET", "/api/v1/health/storage/trends", summary="Usage trend (current sample only)", query=DaysQuery,
-              response=list[StorageTrend], tags=("storage",))
+@router.route("GET", "/api/v1/health/storage/trends", summary="Disk usage over time (hourly samples)",
+              query=DaysQuery, response=list[StorageTrend], tags=("storage",))
 async def storage_trends(request: web.Request, query: DaysQuery) -> list[StorageTrend]:
-    summary = await asyncio.to_thread(monitoring.storage_summary, rt(request).settings)
-    now = datetime.now(UTC)
-    return [StorageTrend(mount_point=p["mount_point"],
-                         data_points=[TrendPoint(timestamp=now, used_bytes=p["used_bytes"],
-                                                 usage_percent=p["usage_percent"])],
-                         growth_rate_bytes_per_day=0.0, days_until_full=None, period_start=now, period_end=now)
-            for p in summary["partitions"]]
+    runtime = rt(request)
+    data = await asyncio.to_thread(monitoring.storage_trend, runtime.db, runtime.settings, query.days)
+    return [StorageTrend(**data)]
 
 
 # ---- Prometheus ------------------------------------------------------------------------------------------------
