@@ -110,5 +110,14 @@ def test_storage_trend_from_samples(settings: object, db: object) -> None:
             [(now - timedelta(days=2)).timestamp(), 1_000_000_000, 10**12],
             [(now - timedelta(days=1)).timestamp(), 2_000_000_000, 10**12]]}))
     trend = storage_trend(db, settings, days=30, now=now)  # type: ignore[arg-type]
-    assert len(trend["data_points"]) == 3 and trend["period_start"] < trend["period_end"]
-    assert trend["growth_rate_bytes_per_day"] != 0.0
+    points = trend["data_points"]
+    assert [p["used_bytes"] for p in points[:2]] == [1_000_000_000, 2_000_000_000]
+    assert points[2]["timestamp"] == now and trend["period_start"] < trend["period_end"]
+    # a least-squares line through the three samples, recomputed here
+    ts = [(p["timestamp"].timestamp()) / 86400 for p in points]
+    us = [p["used_bytes"] for p in points]
+    tm, um = sum(ts) / 3, sum(us) / 3
+    expected = sum((t - tm) * (u - um) for t, u in zip(ts, us)) / sum((t - tm) ** 2 for t in ts)
+    assert abs(trend["growth_rate_bytes_per_day"] - expected) <= 1e-6 * abs(expected)
+    old = storage_trend(db, settings, days=1.5, now=now)  # type: ignore[arg-type]
+    assert [p["used_bytes"] for p in old["data_points"][:1]] == [2_000_000_000]  # the 2-day sample is out

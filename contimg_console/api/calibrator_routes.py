@@ -168,7 +168,7 @@ async def transits(request: web.Request, query: TransitQuery) -> list[TransitInf
 
     import numpy as np
 
-    cal = _cal(request, unquote(request.match_info["name"]))
+    cal = await asyncio.to_thread(_cal, request, unquote(request.match_info["name"]))
     now = mjd(datetime.now(UTC))
     start = now - query.days_back
 
@@ -198,7 +198,7 @@ async def transits(request: web.Request, query: TransitQuery) -> list[TransitInf
               summary="Observation groups around a transit", query=ObsQuery, response=list[ObservationInfo],
               tags=("calibration",))
 async def observations(request: web.Request, query: ObsQuery) -> list[ObservationInfo]:
-    _cal(request, unquote(request.match_info["name"]))
+    await asyncio.to_thread(_cal, request, unquote(request.match_info["name"]))
     t = query.transit_time_iso if query.transit_time_iso.tzinfo else query.transit_time_iso.replace(tzinfo=UTC)
 
     def work() -> list[ObservationInfo]:
@@ -294,7 +294,7 @@ async def photometry(request: web.Request, query: PhotQuery) -> PhotometryResult
     path = unquote(request.match_info["image_path"])
     if not path.startswith("/"):
         path = "/" + path
-    cal = _cal(request, query.source_name)
+    cal = await asyncio.to_thread(_cal, request, query.source_name)
     known = await asyncio.to_thread(_image_known, request, path)
     if not known:
         raise ApiError(404, f"no registered image at {path}", code="NOT_FOUND")
