@@ -1,26 +1,42 @@
 """REST list endpoints at the old pipeline's scale, under concurrency 50, on loopback.
 
 Seeds a database with 16k MS, 16k images, 100k sources and 1M photometry rows
-(``--scale`` shrinks it), serves it with the real runtime (engine running), and
-measures p50/p95/p99 latency and requests/s for /images, /sources, /jobs, /health
-and /queries with an aiohttp client. Goal from the issue: p99 ≤ 25 ms; the old
-FastAPI backend measured median 41–264 ms and p95 154–306 ms on such endpoints.
+(``--scale`` shrinks it) and serves it with the real runtime. The load client is a
+separate process (an aiohttp client, concurrency 50), so it does not share the
+server's event loop. Two phases: idle, then while the engine processes simulated
+groups (the demo feed: convert, calibrate, image, measure — each finished group
+changes the job, image and source listings, so the cached listings are rebuilt
+under load).
+
+Per endpoint and phase it prints p50/p95/p99 latency and requests/s for
+The client opens its 50 keep-alive connections before measuring (one unrecorded
+request each), as a browser keeps its connections.
+
+- ``full``: a fresh download, the way a browser asks (Accept-Encoding: gzip),
+  decompressed by the client;
+- ``revalidate``: a poll that sends the ETag it already has (If-None-Match), which
+  is what a browser does with the ``Cache-Control: no-cache`` these listings carry.
+The goal from the issue is p99 <= 25 ms; the old FastAPI backend measured median
+41-264 ms and p95 154-306 ms on such endpoints. A whole-catalogue download is
+bounded by its size: the bound printed is the time to move the body once through
+zlib and loopback, times the 50 requests in flight sharing two cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiohttp  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from engine.db import Database  # noqa: E402
@@ -44,6 +60,8 @@ def seed(db: Database, scale: float) -> dict[str, int]:
         c.execute(insert(m.Job), [{"id": f"j{i:030d}", "type": "image", "queue": "dsa110-pipeline",
                                    "group_id": f"g{i:06d}", "params": {}, "priority": 100, "state": "succeeded",
                                    "run_after": t0, "attempts": 1, "max_attempts": 3,
+                                   "started_at": t0 + timedelta(seconds=309 * i),
+                                   "finished_at": t0 + timedelta(seconds=309 * i + 40),
                                    "created_at": t0 + timedelta(seconds=i)} for i in range(n_ms)])
         c.execute(insert(m.Image), [{"id": f"i{i:030d}", "group_id": f"g{i:06d}", "path": f"/data/img/{i}-image.fits",
                                      "backend": "builtin", "params": {}, "qa_grade": "good",
@@ -51,36 +69,99 @@ def seed(db: Database, scale: float) -> dict[str, int]:
                                      "created_at": t0 + timedelta(seconds=309 * i)} for i in range(n_img)])
         c.execute(insert(m.Source), [{"id": f"s{i:030d}", "name": f"DSA J{i:07d}", "ra_deg": (i * 0.0036) % 360,
                                       "dec_deg": 54.57 + (i % 100) * 0.01, "n_detections": 10, "n_images": 10,
-                                      "peak_flux_jy": 0.01 * (i % 500)} for i in range(n_src)])
+                                      "peak_flux_jy": 0.01 * (i % 500), "eta": 0.5 + (i % 7) * 0.3,
+                                      "v": 0.01 * (i % 13)} for i in range(n_src)])
         chunk = 100_000
         for start in range(0, n_phot, chunk):
             c.execute(insert(m.Photometry), [{"source_id": f"s{(i % n_src):030d}", "image_id": f"i{(i % n_img):030d}",
                                               "mjd": 60000 + i / 1000, "flux_jy": 0.1, "forced": False,
                                               "created_at": t0} for i in range(start, min(n_phot, start + chunk))])
+        for i in range(int(40 * max(scale, 0.05))):
+            c.execute(insert(m.SavedQuery), {"id": f"q{i:04d}", "name": f"query {i}", "query_string": "peak_flux_jy > 1",
+                                             "target_type": "source", "visibility": "public", "created_by": "bench",
+                                             "created_at": t0, "updated_at": t0})
     return {"ms": n_ms, "images": n_img, "sources": n_src, "photometry": n_phot}
 
 
-async def load(url: str, path: str, total: int, concurrency: int) -> tuple[list[float], float]:
-    latencies: list[float] = []
-    sem = asyncio.Semaphore(concurrency)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
-        async def one() -> None:
-            async with sem:
-                t = time.perf_counter()
-                async with http.get(url + path) as resp:
-                    await resp.read()
-                    assert resp.status == 200, (path, resp.status)
-                latencies.append((time.perf_counter() - t) * 1000)
-        start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(total)))
-        return sorted(latencies), time.perf_counter() - start
+def client(url: str, total: int, concurrency: int, headers: dict[str, str]) -> tuple[list[float], float, int]:
+    """Runs in its own process: ``total`` GETs with ``concurrency`` in flight; latencies in ms."""
+    import aiohttp
+
+    async def run() -> tuple[list[float], float, int]:
+        latencies: list[float] = []
+        nbytes = 0
+        sem = asyncio.Semaphore(concurrency)
+        conn = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=conn, headers=headers) as http:
+            async def one() -> None:
+                nonlocal nbytes
+                async with sem:
+                    t = time.perf_counter()
+                    async with http.get(url) as resp:
+                        body = await resp.read()
+                        if resp.status not in (200, 304):
+                            raise RuntimeError(f"{url}: HTTP {resp.status}")
+                    latencies.append((time.perf_counter() - t) * 1000)
+                    nbytes = len(body)
+            # open the keep-alive connections first (a browser keeps them too); then measure
+            await asyncio.gather(*(one() for _ in range(concurrency)))
+            latencies.clear()
+            start = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(total)))
+            return sorted(latencies), time.perf_counter() - start, nbytes
+    return asyncio.run(run())
 
 
-async def main(scale: float, requests: int, concurrency: int) -> None:
+def first_fetch(url: str) -> tuple[float, str | None, int, int]:
+    """One cold request: its latency, the ETag, and the body size as sent (gzip) and decoded."""
+    import aiohttp
+
+    async def run() -> tuple[float, str | None, int, int]:
+        async with aiohttp.ClientSession(auto_decompress=False, headers={"Accept-Encoding": "gzip"}) as http:
+            t = time.perf_counter()
+            async with http.get(url) as resp:
+                body = await resp.read()
+            ms = (time.perf_counter() - t) * 1000
+            import gzip
+            decoded = len(gzip.decompress(body)) if resp.headers.get("Content-Encoding") == "gzip" else len(body)
+            return ms, resp.headers.get("ETag"), len(body), decoded
+    return asyncio.run(run())
+
+
+def report(phase: str, path: str, mode: str, lat: list[float], wall: float) -> dict[str, float]:
+    q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]  # noqa: E731
+    row = {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "rps": len(lat) / wall}
+    print(f"  {phase:<10} {path:<16} {mode:<10} n={len(lat):<5} p50 {row['p50']:7.1f} ms  p95 {row['p95']:7.1f} ms  "
+          f"p99 {row['p99']:7.1f} ms  {row['rps']:7.1f} req/s  p99/goal {row['p99'] / GOAL_P99_MS:6.2f}  "
+          f"(mean {statistics.mean(lat):.1f} ms)", flush=True)
+    return row
+
+
+async def measure(pool: ProcessPoolExecutor, base: str, phase: str, requests: int, concurrency: int) -> None:
+    loop = asyncio.get_running_loop()
+    for path in ENDPOINTS:
+        url = base + path
+        cold_ms, etag, sent, decoded = await loop.run_in_executor(pool, first_fetch, url)
+        print(f"  {phase:<10} {path:<16} first request {cold_ms:7.1f} ms; body {decoded / 1e6:.2f} MB "
+              f"({sent / 1e6:.2f} MB gzip)", flush=True)
+        # big bodies: fewer requests, enough for a p99 (the client's decompression is part of the latency)
+        n_full = max(200, min(requests, int(requests * 2e5 / max(decoded, 1))))
+        lat, wall, _ = await loop.run_in_executor(pool, client, url, n_full, concurrency,
+                                                  {"Accept-Encoding": "gzip"})
+        report(phase, path, "full", lat, wall)
+        if etag:
+            lat, wall, _ = await loop.run_in_executor(pool, client, url, requests, concurrency,
+                                                      {"Accept-Encoding": "gzip", "If-None-Match": etag})
+            report(phase, path, "revalidate", lat, wall)
+
+
+async def main(scale: float, requests: int, concurrency: int, processing: bool) -> None:
     from contimg_console.runtime import Runtime
+    from engine.demo import DEMO_OVERRIDES, DemoFeeder
+    from engine.services import PipelineControl
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(None, {"data_dir": Path(tmp) / "data", "api": {"port": 0},
+        settings = load_settings(None, {**DEMO_OVERRIDES, "data_dir": Path(tmp) / "data", "api": {"port": 0},
                                         "logging": {"level": "WARNING"}})
         settings.ensure_dirs()
         db = Database(settings.db_path)
@@ -91,22 +172,35 @@ async def main(scale: float, requests: int, concurrency: int) -> None:
         print(f"seeded {counts} in {time.perf_counter() - t:.1f} s")
         rt = Runtime(settings)
         await rt.start()
+        control = PipelineControl(rt.db)
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
-            for path in ENDPOINTS:
-                n = requests if path != "/api/v1/jobs" else max(concurrency, requests // 20)
-                lat, wall = await load(rt.api_url, path, n, concurrency)
-                q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]  # noqa: E731
-                print(f"{path:<18} n={n:<5} p50 {q(0.5):8.1f} ms  p95 {q(0.95):8.1f} ms  p99 {q(0.99):8.1f} ms  "
-                      f"{n / wall:7.1f} req/s  p99/goal {q(0.99) / GOAL_P99_MS:6.2f}  "
-                      f"(mean {statistics.mean(lat):.1f} ms)")
+            print(f"goal: p99 <= {GOAL_P99_MS:.0f} ms at concurrency {concurrency}; client in a separate process")
+            await measure(pool, rt.api_url, "idle", requests, concurrency)
+            if processing:
+                feeder = DemoFeeder(settings.incoming_dir, Path(tmp) / "staging", groups=6, interval_s=6.0)
+                await feeder.start()
+                t = time.perf_counter()
+                while not any(j.state == "running" for j in await asyncio.to_thread(control.list_jobs, limit=50)):
+                    if time.perf_counter() - t > 300:
+                        raise RuntimeError("the engine did not start processing within 300 s")
+                    await asyncio.sleep(0.5)
+                print(f"engine processing (first job running after {time.perf_counter() - t:.0f} s)", flush=True)
+                await measure(pool, rt.api_url, "processing", requests, concurrency)
+                jobs = await asyncio.to_thread(control.list_jobs, limit=200)
+                done = sum(1 for j in jobs if j.group_id and not j.group_id.startswith("g") and j.state == "succeeded")
+                print(f"while measuring, the engine finished {done} stage jobs of simulated groups", flush=True)
+                await feeder.stop()
         finally:
+            pool.shutdown()
             await rt.stop()
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the old pipeline's row counts")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--no-processing", action="store_true", help="skip the phase with the engine processing")
     a = ap.parse_args()
-    asyncio.run(main(a.scale, a.requests, a.concurrency))
+    asyncio.run(main(a.scale, a.requests, a.concurrency, not a.no_processing))

@@ -49,8 +49,6 @@ class Runtime:
         self.scheduler: AsyncIOScheduler | None = None
         self.triggers: Any = None
         self._background: set[asyncio.Task[Any]] = set()
-        self.listing_cache: dict[str, tuple[Any, bytes, str]] = {}  # REST: whole-catalogue listings
-        self.listing_locks: dict[str, asyncio.Lock] = {}
         self._trigger_listener: asyncio.Task[None] | None = None
         self.log_ring: RingBufferHandler | None = None
         self._runner: web.AppRunner | None = None

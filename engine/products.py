@@ -21,25 +21,19 @@ class Products:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def fingerprint(self, kind: str) -> tuple[Any, ...]:
-        """A cheap summary that changes whenever a listed row changes (SQL aggregates, no Python per row)."""
+    def listing_versions(self) -> dict[str, int]:
+        """Change counters of the whole-table listings, kept exact by triggers (migration 0006)."""
         with self.db.session() as s:
-            if kind == "jobs":
-                q = select(func.count(), func.max(m.Job.created_at), func.max(m.Job.started_at),
-                           func.max(m.Job.finished_at), func.total(m.Job.attempts), func.total(func.unicode(m.Job.state)))
-            elif kind == "images":
-                q = select(func.count(), func.max(m.Image.created_at), func.total(func.unicode(m.Image.qa_grade)),
-                           func.total(m.Image.pointing_ra_deg))
-            else:
-                q = select(func.count(), func.total(m.Source.n_images), func.total(m.Source.peak_flux_jy),
-                           func.total(m.Source.eta), func.total(m.Source.v), func.max(m.Source.latest_image_id))
-            return tuple(s.execute(q).one())
+            return {k: v for k, v in s.execute(select(m.ListingVersion.kind, m.ListingVersion.version))}
 
     # ---- images ------------------------------------------------------------------
     def list_images(self, limit: int = 20000) -> list[dict[str, Any]]:
+        cols = (m.Image.id, m.Image.path, m.Image.qa_grade, m.Image.created_at, m.Image.job_id,
+                m.Image.pointing_ra_deg, m.Image.pointing_dec_deg)
         with self.db.session() as s:
-            q = select(m.Image).order_by(m.Image.created_at.desc()).limit(limit)
-            return [_image_summary(i) for i in s.scalars(q)]
+            rows = s.execute(select(*cols).order_by(m.Image.created_at.desc()).limit(limit))
+            return [{"id": r[0], "path": r[1], "qa_grade": r[2], "created_at": r[3], "run_id": r[4],
+                     "pointing_ra_deg": r[5], "pointing_dec_deg": r[6]} for r in rows]
 
     def get_image(self, image_id: str) -> dict[str, Any] | None:
         with self.db.session() as s:

@@ -12,8 +12,10 @@ from contimg_console import __version__
 from contimg_console.api import (alert_routes, auth_routes, calibrator_routes, comments, health, health_routes, jobs, ops_routes,
                                  pipeline_routes, products, queries, ratings, unavailable, vo_routes, ws)
 from contimg_console.api.auth import make_authorizer
+from contimg_console.api.listing import ListingCache
 from contimg_console.api.errors import error_middleware
 from contimg_console.api.routing import Router
+from engine.products import Products
 
 if TYPE_CHECKING:
     from contimg_console.runtime import Runtime
@@ -55,6 +57,7 @@ def build_app(runtime: Runtime) -> web.Application:
         middlewares.insert(0, cors_middleware(api.cors_origins))
     app = web.Application(middlewares=middlewares, client_max_size=api.max_body_bytes)
     app["runtime"] = runtime
+    app["listings"] = ListingCache(Products(runtime.db).listing_versions)
     authorize = make_authorizer(runtime)
     for r in all_routers():
         r.install(app, authorize)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from contimg_console.api.common import ms_route, rt
+from contimg_console.api.listing import NOT_MODIFIED
 from contimg_console.api.errors import ApiError
 from contimg_console.api.routing import Router
 from engine.auth import Principal
@@ -322,19 +322,19 @@ async def export_jobs(request: web.Request, query: IdsQuery) -> web.Response:
                         headers={"Content-Disposition": 'attachment; filename="jobs.csv"'})
 
 
-def _jobs_json(request: web.Request) -> Any:
-    def build(_: Any) -> bytes:
-        jobs = control(request).list_jobs(limit=5000)
-        return json.dumps([summary(j).model_dump(mode="json") for j in jobs], separators=(",", ":")).encode()
+def _job_rows(request: web.Request) -> Any:
+    def build() -> list[dict[str, Any]]:
+        return [{"run_id": j.id, "status": job_status(j), "started_at": j.started_at, "finished_at": j.finished_at}
+                for j in control(request).list_jobs(limit=5000)]
     return build
 
 
 @router.route("GET", "/api/v1/jobs", summary="All jobs, newest first (the latest 5000)", response=list[JobSummary],
-              tags=("jobs",))
+              responses=NOT_MODIFIED, tags=("jobs",))
 async def list_jobs(request: web.Request) -> web.Response:
-    from contimg_console.api.products import _cached_listing
+    from contimg_console.api.products import cached_listing
 
-    return await _cached_listing(request, "jobs", _jobs_json(request))
+    return await cached_listing(request, "jobs", _job_rows(request))
 
 
 @router.route("GET", "/api/v1/jobs/{run_id}", summary="One job", response=JobDetail, tags=("jobs",))

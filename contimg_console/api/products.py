@@ -24,6 +24,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from contimg_console.api.common import Ok, ms_route, rt
+from contimg_console.api.listing import NOT_MODIFIED
 from contimg_console.api.errors import ApiError
 from contimg_console.api.jobs import Provenance
 from contimg_console.api.routing import Router
@@ -292,41 +293,16 @@ async def bulk_download(request: web.Request, query: BulkQuery) -> web.StreamRes
                         headers={"Content-Disposition": 'attachment; filename="images.zip"'})
 
 
-async def _cached_listing(request: web.Request, kind: str, build: Any) -> web.Response:
-    """Whole-catalogue listings (the dashboard filters in the browser) are rebuilt only when their
-    fingerprint changes; repeated polls get the same bytes and an ETag."""
-    prods = products(request)
-    runtime = rt(request)
-    fp = await asyncio.to_thread(prods.fingerprint, kind)
-    cache = runtime.listing_cache
-    hit = cache.get(kind)
-    if hit is None or hit[0] != fp:
-        lock = runtime.listing_locks.setdefault(kind, asyncio.Lock())
-        async with lock:  # one build per change; concurrent pollers wait for it instead of piling on
-            hit = cache.get(kind)
-            if hit is None or hit[0] != fp:
-                body = await asyncio.to_thread(build, prods)
-                hit = (fp, body, f'"{abs(hash((kind, fp))):x}"')
-                cache[kind] = hit
-    if request.headers.get("If-None-Match") == hit[2]:
-        return web.Response(status=304, headers={"ETag": hit[2]})
-    return web.Response(body=hit[1], content_type="application/json", headers={"ETag": hit[2]})
-
-
-def _images_json(prods: Products) -> bytes:
-    return json.dumps([ImageSummary(**i).model_dump(mode="json") for i in prods.list_images()],
-                      separators=(",", ":")).encode()
-
-
-def _sources_json(prods: Products) -> bytes:
-    return json.dumps([SourceSummary(**r).model_dump(mode="json") for r in prods.list_sources()],
-                      separators=(",", ":")).encode()
+async def cached_listing(request: web.Request, kind: str, build: Any, key: Any = None) -> web.Response:
+    """A whole-table listing from the shared cache (see api/listing.py); ``build`` returns its rows."""
+    return await request.app["listings"].respond(request, kind, key or kind, build)
 
 
 @router.route("GET", "/api/v1/images", summary="All images, newest first", response=list[ImageSummary],
-              tags=("images",))
+              responses=NOT_MODIFIED, tags=("images",))
 async def list_images(request: web.Request) -> web.Response:
-    return await _cached_listing(request, "images", _images_json)
+    prods = products(request)
+    return await cached_listing(request, "images", prods.list_images)
 
 
 @router.route("GET", "/api/v1/images/{image_id}", summary="One image", response=ImageDetail, tags=("images",))
@@ -508,9 +484,11 @@ async def export_sources(request: web.Request, query: BulkQuery) -> web.Response
                         headers={"Content-Disposition": 'attachment; filename="sources.csv"'})
 
 
-@router.route("GET", "/api/v1/sources", summary="All sources", response=list[SourceSummary], tags=("sources",))
+@router.route("GET", "/api/v1/sources", summary="All sources", response=list[SourceSummary],
+              responses=NOT_MODIFIED, tags=("sources",))
 async def list_sources(request: web.Request) -> web.Response:
-    return await _cached_listing(request, "sources", _sources_json)
+    prods = products(request)
+    return await cached_listing(request, "sources", prods.list_sources)
 
 
 async def _source(request: web.Request) -> dict[str, Any]:

@@ -8,6 +8,7 @@ user (the owner is that user); anyone may read team and public queries.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from contimg_console.api.common import Ok, require_user, rt
+from contimg_console.api.listing import NOT_MODIFIED
 from contimg_console.api.errors import ApiError
 from contimg_console.api.routing import Router
 from engine.auth import Principal
@@ -177,10 +179,18 @@ async def history(request: web.Request, principal: Principal) -> list[HistoryIte
 
 
 @router.route("GET", "/api/v1/queries", summary="List saved queries", query=QueryListParams, response=list[SavedQuery],
-              tags=("queries",), aliases=("/api/saved-queries",))
-async def list_queries(request: web.Request, query: QueryListParams, principal: Principal) -> list[SavedQuery]:
-    rows = await asyncio.to_thread(store(request).list, principal.username, **query.model_dump())
-    return [SavedQuery(**r) for r in rows]
+              responses=NOT_MODIFIED, tags=("queries",), aliases=("/api/saved-queries",))
+async def list_queries(request: web.Request, query: QueryListParams, principal: Principal) -> web.Response:
+    from contimg_console.api.products import cached_listing
+
+    params = query.model_dump()
+    queries = store(request)
+
+    def build() -> list[dict[str, Any]]:
+        return [SavedQuery(**r).model_dump(mode="json") for r in queries.list(principal.username, **params)]
+
+    key = ("queries", principal.username, json.dumps(params, sort_keys=True, default=str))
+    return await cached_listing(request, "queries", build, key)
 
 
 @router.route("POST", "/api/v1/queries/run", summary="Run a saved or ad-hoc query (read-only filters)",

@@ -208,6 +208,14 @@ class KeyValue(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class ListingVersion(Base):
+    """Change counter of one REST listing, moved by SQLite triggers (engine/db/listing_triggers.py)."""
+
+    __tablename__ = "listing_versions"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
 # --------------------------------------------------------------------------- calibration
 class Calibrator(Base):
     __tablename__ = "calibrators"

@@ -1,0 +1,119 @@
+"""Whole-table listings served from shared bytes, rebuilt only when their data change.
+
+The dashboard downloads whole catalogues (spec: /images, /sources, /jobs have no
+pagination) and polls them. Building 100k rows of JSON per request cannot meet a
+25 ms budget, so each listing is built once per change of its version counter
+(kept exact by SQLite triggers, whoever writes), compressed once, and served with
+an ETag so polling browsers revalidate with a 304.
+
+Freshness: every request waits for a version read that *started after it arrived*
+(concurrent requests share one read), so a client that has just written sees its
+write. Reads and builds run in threads; the event loop only hands out bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+NOT_MODIFIED = {304: "Not modified: If-None-Match matched the ETag"}
+JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC | orjson.OPT_SERIALIZE_NUMPY
+
+
+def dumps(rows: Any) -> bytes:
+    """The listings' JSON: datetimes as ISO 8601 with Z, non-finite floats as null."""
+    return orjson.dumps(rows, option=JSON_OPTIONS)
+
+
+@dataclass(frozen=True)
+class Body:
+    version: int
+    raw: bytes
+    gz: bytes
+    etag: str
+
+
+class VersionReader:
+    """Coalesces version reads: at most one in flight plus one queued behind it."""
+
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self._read = read
+        self._current: asyncio.Task[dict[str, int]] | None = None
+        self._queued: asyncio.Task[dict[str, int]] | None = None
+        self._reading: asyncio.Task[dict[str, int]] | None = None
+
+    async def _run(self, after: asyncio.Task[dict[str, int]] | None) -> dict[str, int]:
+        if after is not None:
+            await asyncio.wait([after])
+            self._current, self._queued = asyncio.current_task(), None  # type: ignore[assignment]
+        self._reading = asyncio.current_task()  # from here on, a new request must not join this read
+        return await asyncio.to_thread(self._read)
+
+    async def read(self) -> dict[str, int]:
+        current = self._current
+        if current is None or current.done():
+            task = self._current = asyncio.create_task(self._run(None))
+        elif self._reading is not current:  # created but not yet reading: its snapshot is still ahead of us
+            task = current
+        else:  # the read in flight started before this request: wait for the next one
+            if self._queued is None:
+                self._queued = asyncio.create_task(self._run(current))
+            task = self._queued
+        return await asyncio.shield(task)
+
+
+class ListingCache:
+    def __init__(self, read_versions: Callable[[], dict[str, int]], max_entries: int = 256) -> None:
+        self.versions = VersionReader(read_versions)
+        self._bodies: OrderedDict[Hashable, Body] = OrderedDict()
+        self._locks: dict[Hashable, asyncio.Lock] = {}
+        self.max_entries = max_entries
+        self.builds = 0
+
+    async def body(self, kind: str, key: Hashable, build: Callable[[], Any]) -> Body:
+        """The current bytes of listing ``key`` (of version counter ``kind``); ``build`` returns rows."""
+        version = (await self.versions.read()).get(kind, -1)
+        hit = self._bodies.get(key)
+        if hit is not None and hit.version == version:
+            self._bodies.move_to_end(key)
+            return hit
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:  # one build per change; concurrent requests wait for it instead of piling on
+            hit = self._bodies.get(key)
+            if hit is None or hit.version != version:
+                hit = await asyncio.to_thread(_encode, version, kind, build)
+                self.builds += 1
+                self._bodies[key] = hit
+                self._bodies.move_to_end(key)
+                while len(self._bodies) > self.max_entries:
+                    old, _ = self._bodies.popitem(last=False)
+                    self._locks.pop(old, None)
+        return hit
+
+    async def respond(self, request: web.Request, kind: str, key: Hashable, build: Callable[[], Any]) -> web.Response:
+        body = await self.body(kind, key, build)
+        headers = {"ETag": body.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+        if body.etag in _etags(request.headers.get("If-None-Match", "")):
+            return web.Response(status=304, headers=headers)
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            return web.Response(body=body.gz, content_type="application/json", headers=headers)
+        return web.Response(body=body.raw, content_type="application/json", headers=headers)
+
+
+def _encode(version: int, kind: str, build: Callable[[], Any]) -> Body:
+    raw = dumps(build())
+    etag = f'"{kind}-{version}-{hashlib.blake2b(raw, digest_size=8).hexdigest()}"'
+    return Body(version, raw, gzip.compress(raw, compresslevel=5, mtime=0), etag)
+
+
+def _etags(header: str) -> set[str]:
+    return {t.strip().removeprefix("W/") for t in header.split(",") if t.strip()}

@@ -1,0 +1,38 @@
+"""Which row changes move which listing's version counter (SQLite triggers, see migration 0006).
+
+Only columns a listing shows are watched, so a job's lease heartbeat does not make
+every dashboard poll rebuild the jobs list.
+"""
+
+from __future__ import annotations
+
+# listing kind -> [(table, columns watched on UPDATE, or None for any column)]
+LISTING_TRIGGERS: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
+    "jobs": [("jobs", ("state", "started_at", "finished_at", "created_at"))],
+    "images": [("images", ("path", "qa_grade", "created_at", "job_id", "pointing_ra_deg", "pointing_dec_deg"))],
+    "sources": [("sources", ("name", "ra_deg", "dec_deg", "latest_image_id", "n_images", "eta", "v",
+                             "peak_flux_jy"))],
+    "queries": [("saved_queries", None), ("saved_query_favorites", None)],
+}
+
+
+def _name(kind: str, table: str, op: str) -> str:
+    return f"trg_listing_{kind}_{table}_{op.lower()}"
+
+
+def create_statements() -> list[str]:
+    out = []
+    for kind, watched in LISTING_TRIGGERS.items():
+        bump = f"UPDATE listing_versions SET version = version + 1 WHERE kind = '{kind}';"
+        for table, columns in watched:
+            for op in ("INSERT", "DELETE", "UPDATE"):
+                event = f"UPDATE OF {', '.join(columns)}" if op == "UPDATE" and columns else op
+                out.append(f"CREATE TRIGGER {_name(kind, table, op)} AFTER {event} ON {table} "
+                           f"BEGIN {bump} END")
+    return out
+
+
+def drop_statements() -> list[str]:
+    return [f"DROP TRIGGER IF EXISTS {_name(kind, table, op)}"
+            for kind, watched in LISTING_TRIGGERS.items() for table, _ in watched
+            for op in ("INSERT", "DELETE", "UPDATE")]

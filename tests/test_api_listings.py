@@ -1,0 +1,134 @@
+"""Whole-table listings: exact freshness for any writer, ETag revalidation, gzip, coalesced version reads."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+from pydantic import TypeAdapter
+
+from contimg_console.api.jobs import JobSummary
+from contimg_console.api.listing import VersionReader
+from contimg_console.api.products import ImageSummary, SourceSummary
+
+
+async def fetch(rt: Any, path: str, **headers: str) -> tuple[int, bytes, Any]:
+    headers = {"Accept-Encoding": "identity", **headers}
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        async with http.get(rt.api_url + path, headers=headers) as resp:
+            return resp.status, await resp.read(), resp.headers
+
+
+def versions(db_path: Any) -> dict[str, int]:
+    with sqlite3.connect(db_path) as c:
+        return dict(c.execute("SELECT kind, version FROM listing_versions"))
+
+
+async def test_a_write_by_another_process_is_seen_at_once_and_revalidation_works(runtime: Any) -> None:
+    status, body, headers = await fetch(runtime, "/api/v1/sources")
+    assert status == 200 and orjson.loads(body) == []
+    etag = headers["ETag"]
+    assert headers["Cache-Control"] == "no-cache"
+    status, body, _ = await fetch(runtime, "/api/v1/sources", **{"If-None-Match": etag})
+    assert status == 304 and body == b""
+
+    # the CLI (or a restore, or a script) writes through its own connection: no in-process hook sees it
+    with sqlite3.connect(runtime.settings.db_path) as c:
+        c.execute("INSERT INTO sources (id, name, ra_deg, dec_deg, n_detections, n_images, peak_flux_jy) "
+                  "VALUES ('s1', 'DSA J0834+5534', 128.7287, 55.5725, 3, 3, 8.4)")
+    status, body, headers = await fetch(runtime, "/api/v1/sources", **{"If-None-Match": etag})
+    assert status == 200 and headers["ETag"] != etag
+    rows = TypeAdapter(list[SourceSummary]).validate_json(body)
+    assert [(r.id, r.name, r.peak_flux_jy, r.num_images) for r in rows] == [("s1", "DSA J0834+5534", 8.4, 3)]
+
+
+async def test_gzip_body_is_the_same_json(runtime: Any) -> None:
+    with sqlite3.connect(runtime.settings.db_path) as c:
+        c.executemany("INSERT INTO images (id, path, backend, params, qa_grade, created_at, pointing_dec_deg) "
+                      "VALUES (?, ?, 'builtin', '{}', 'good', ?, 54.57)",
+                      [(f"i{k}", f"/data/images/{k}-image.fits", f"2026-11-29 0{k}:00:00.000000") for k in range(3)])
+    _, plain, _ = await fetch(runtime, "/api/v1/images")
+    status, packed, headers = await fetch(runtime, "/api/v1/images", **{"Accept-Encoding": "gzip, br"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip" and headers["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(packed) == plain
+    rows = TypeAdapter(list[ImageSummary]).validate_json(plain)
+    assert [r.id for r in rows] == ["i2", "i1", "i0"]  # newest first
+    assert rows[0].created_at == datetime(2026, 11, 29, 2, tzinfo=UTC)
+    assert orjson.loads(plain)[0]["created_at"] == "2026-11-29T02:00:00Z"
+
+
+async def test_only_listed_job_columns_move_the_jobs_version(runtime: Any) -> None:
+    path = runtime.settings.db_path
+    t0 = datetime(2026, 11, 29, tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with sqlite3.connect(path) as c:
+        c.execute("INSERT INTO jobs (id, type, queue, params, priority, state, run_after, attempts, max_attempts, "
+                  "created_at) VALUES ('j1', 'image', 'q', '{}', 100, 'queued', ?, 0, 3, ?)", (t0, t0))
+    before = versions(path)["jobs"]
+    with sqlite3.connect(path) as c:  # a lease heartbeat is not news for the jobs list
+        c.execute("UPDATE jobs SET heartbeat_at = ?, lease_until = ? WHERE id = 'j1'", (t0, t0))
+    assert versions(path)["jobs"] == before
+    _, body, headers = await fetch(runtime, "/api/v1/jobs")
+    assert [j.status for j in TypeAdapter(list[JobSummary]).validate_json(body)] == ["pending"]
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE jobs SET state = 'running', started_at = ? WHERE id = 'j1'", (t0,))
+    assert versions(path)["jobs"] == before + 1
+    status, body, _ = await fetch(runtime, "/api/v1/jobs", **{"If-None-Match": headers["ETag"]})
+    assert status == 200 and orjson.loads(body)[0]["status"] == "running"
+
+
+async def test_saved_queries_list_is_fresh_after_a_write_through_the_api(runtime: Any) -> None:
+    runtime.accounts.add_user("ana", "ana-password", "viewer")
+    token = runtime.accounts.create_token("ana", "t")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        async with http.get(runtime.api_url + "/api/v1/queries") as resp:
+            assert await resp.json() == []
+        body = {"name": "bright", "query_string": "peak_flux_jy > 1", "target_type": "source"}
+        async with http.post(runtime.api_url + "/api/v1/queries", json=body) as resp:
+            assert resp.status in (200, 201), await resp.text()
+        async with http.get(runtime.api_url + "/api/v1/queries") as resp:
+            assert [q["name"] for q in await resp.json()] == ["bright"]
+
+
+async def test_version_reads_are_shared_but_never_older_than_the_request() -> None:
+    """Requests share one read; one arriving while a read is in flight waits for the next read."""
+    started: list[int] = []
+    gate = threading.Event()
+    value = {"v": 0}
+
+    def read() -> dict[str, int]:
+        v = value["v"]  # the snapshot a read sees is taken when it starts
+        started.append(v)
+        gate.wait(5)
+        return {"k": v}
+
+    reader = VersionReader(read)
+    first = [asyncio.create_task(reader.read()) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    value["v"] = 1  # a write lands while the first read is in flight
+    late = [asyncio.create_task(reader.read()) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert {r["k"] for r in await asyncio.gather(*first)} == {0}
+    assert {r["k"] for r in await asyncio.gather(*late)} == {1}
+    assert started == [0, 1]  # 40 requests, two reads
+    assert await asyncio.wait_for(reader.read(), 5) == {"k": 1}
+
+
+async def test_listing_version_survives_bulk_changes(db: Any) -> None:
+    """Triggers count rows: deleting many rows in one statement still moves the version once per row."""
+    from engine.products import Products
+
+    prods = Products(db)
+    start = prods.listing_versions()
+    assert set(start) == {"jobs", "images", "sources", "queries"}
+    with db.engine.begin() as c:
+        c.exec_driver_sql("INSERT INTO sources (id, ra_deg, dec_deg, n_detections, n_images) "
+                          "VALUES ('a', 1, 2, 0, 0), ('b', 3, 4, 0, 0)")
+        c.exec_driver_sql("DELETE FROM sources")
+    assert prods.listing_versions()["sources"] == start["sources"] + 4
