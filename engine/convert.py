@@ -362,7 +362,6 @@ def convert_group(files: Sequence[str | os.PathLike], out_ms: str | os.PathLike,
     a2 = np.where(swap, i1, i2)
     perm = np.lexsort((a2, a1, ref.time_array))
     identity = bool(np.all(perm == np.arange(nrow)))
-    any_swap = bool(swap.any())
     # data are conjugated (MS convention) except on swapped rows (conjugated twice)
     uvw_ms = np.where(swap[:, None], uvw, -uvw)
     timer.add("geometry", time.perf_counter() - t0)

@@ -60,7 +60,6 @@ import h5py
 import numpy as np
 
 from engine import instrument as inst
-from engine.instrument import C_M_S
 from engine.subbands import subband_channel_width, subband_filename, subband_frequencies
 
 def _calibrator() -> dict:
@@ -263,7 +262,6 @@ def simulate(out_dir, *, groups: int = 1, preset: str = "small", dec_deg: float 
     layout = inst.load_antenna_csv(antenna_file) if antenna_file else inst.default_layout()
     active = inst.choose_active(layout, cfg["n_ant"], seed)
     arr = _baselines(layout, active)
-    nbls = len(arr.ant1)
     n_int = cfg["n_int"]
     nchan = cfg["nchan"]
     dt_int = inst.INTEGRATION_TIME_S

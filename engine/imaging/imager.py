@@ -359,7 +359,6 @@ def choose_grid(data: MSData, p: ImagingParams, compute_weights: bool = True) ->
     ``compute_weights`` is False.
     """
     info: dict = {"cell_rule": p.cell_rule if p.cell_arcsec is None else "explicit"}
-    fov_rad = math.radians(p.fov_deg)
     t0 = time.perf_counter()
     if p.cell_arcsec is not None:
         cell = float(p.cell_arcsec)

@@ -5,8 +5,6 @@ Revises: 0003
 Create Date: 2026-11-29 17:54:48.435973
 """
 from alembic import op
-import sqlalchemy as sa
-import engine.db.models
 
 
 revision = '0004'

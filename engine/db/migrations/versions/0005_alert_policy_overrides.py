@@ -6,7 +6,6 @@ Create Date: 2026-11-29 19:25:51.026063
 """
 from alembic import op
 import sqlalchemy as sa
-import engine.db.models
 
 
 revision = '0005'
