@@ -84,8 +84,17 @@ def seed(db: Database, scale: float) -> dict[str, int]:
 
 
 def client(url: str, total: int, concurrency: int, headers: dict[str, str]) -> tuple[list[float], float, int]:
-    """Runs in its own process: ``total`` GETs with ``concurrency`` in flight; latencies in ms."""
+    """Runs in its own process: ``total`` GETs with ``concurrency`` in flight; latencies in ms.
+
+    The load tool's own garbage collector is kept out of the figures (frozen and off while
+    measuring), as a C load tool would have none."""
+    import gc
+
     import aiohttp
+
+    gc.collect()
+    gc.freeze()
+    gc.disable()
 
     async def run() -> tuple[list[float], float, int]:
         latencies: list[float] = []
@@ -109,7 +118,10 @@ def client(url: str, total: int, concurrency: int, headers: dict[str, str]) -> t
             start = time.perf_counter()
             await asyncio.gather(*(one() for _ in range(total)))
             return sorted(latencies), time.perf_counter() - start, nbytes
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    finally:
+        gc.enable()
 
 
 def first_fetch(url: str) -> tuple[float, str | None, int, int]:

@@ -56,6 +56,9 @@ class ApiSettings(_Section):
     dashboard_dir: Path | None = None
     access_token_ttl_s: int = Field(3600, ge=60)
     refresh_token_ttl_s: int = Field(7 * 86400, ge=300)
+    # Whole-table listings (/jobs, /images, /sources, /queries) may lag the database by at
+    # most this long while their rebuild runs; 0 makes every request wait for fresh data.
+    listing_max_stale_s: float = Field(2.0, ge=0, le=60)
 
 
 class EngineSettings(_Section):
@@ -130,6 +133,24 @@ class SourcesSettings(_Section):
     match_radius_arcsec: float = Field(10.0, gt=0)
 
 
+class RetentionSettings(_Section):
+    """Retention policies' daily run (crontab, UTC); policies themselves live in the database."""
+
+    enabled: bool = True
+    schedule_cron: str = "30 3 * * *"
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from engine.triggers import TriggerError, parse_cron
+
+        try:
+            parse_cron(v)
+        except (TriggerError, ValueError) as exc:
+            raise ValueError(f"not a valid crontab expression: {exc}") from None
+        return v
+
+
 class TuiSettings(_Section):
     """The terminal console."""
 
@@ -172,6 +193,7 @@ class Settings(BaseSettings):
     calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
     imaging: ImagingSettings = Field(default_factory=ImagingSettings)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     tui: TuiSettings = Field(default_factory=TuiSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 

@@ -37,7 +37,9 @@ def free_port() -> int:
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    base: dict[str, object] = {"data_dir": tmp_path / "data", "api": {"port": 0}}
+    # listings exact (no stale-while-revalidate window): a test sees its own write at once;
+    # test_api_listings covers the window itself
+    base: dict[str, object] = {"data_dir": tmp_path / "data", "api": {"port": 0, "listing_max_stale_s": 0}}
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             base[key] = {**base[key], **value}  # type: ignore[dict-item]

@@ -14,7 +14,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from contimg_console.api.jobs import JobSummary
-from contimg_console.api.listing import VersionReader
+from contimg_console.api.listing import ListingCache, VersionReader
 from contimg_console.api.products import ImageSummary, SourceSummary
 
 
@@ -107,17 +107,48 @@ async def test_version_reads_are_shared_but_never_older_than_the_request() -> No
         gate.wait(5)
         return {"k": v}
 
-    reader = VersionReader(read)
+    reader = VersionReader(lambda: read())
     first = [asyncio.create_task(reader.read()) for _ in range(20)]
     await asyncio.sleep(0.05)
     value["v"] = 1  # a write lands while the first read is in flight
     late = [asyncio.create_task(reader.read()) for _ in range(20)]
     await asyncio.sleep(0.05)
     gate.set()
-    assert {r["k"] for r in await asyncio.gather(*first)} == {0}
-    assert {r["k"] for r in await asyncio.gather(*late)} == {1}
+    assert {r[1]["k"] for r in await asyncio.gather(*first)} == {0}
+    assert {r[1]["k"] for r in await asyncio.gather(*late)} == {1}
     assert started == [0, 1]  # 40 requests, two reads
-    assert await asyncio.wait_for(reader.read(), 5) == {"k": 1}
+    assert (await asyncio.wait_for(reader.read(), 5))[1] == {"k": 1}
+
+
+async def test_stale_while_revalidate_is_bounded() -> None:
+    """Within max_stale_s of its last confirmation the old body is served while the rebuild runs;
+    after that, requests wait for the rebuild; an exact cache (0 s) always waits."""
+    version = {"v": 1}
+    release = threading.Event()
+
+    def rows() -> list[int]:
+        v = version["v"]
+        if v > 1:
+            release.wait(5)  # a slow rebuild
+        return [v]
+
+    cache = ListingCache(lambda: {"k": version["v"]}, max_stale_s=0.5)
+    assert orjson.loads((await cache.body("k", "k", rows)).raw) == [1]
+    version["v"] = 2
+    stale = await asyncio.wait_for(cache.body("k", "k", rows), 1)  # the rebuild is blocked, yet no wait
+    assert orjson.loads(stale.raw) == [1]
+    await asyncio.sleep(0.6)  # beyond the window: the next request waits for version 2
+    waiting = asyncio.create_task(cache.body("k", "k", rows))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    release.set()
+    assert orjson.loads((await asyncio.wait_for(waiting, 5)).raw) == [2]
+    assert cache.builds == 2  # one rebuild, shared
+
+    exact = ListingCache(lambda: {"k": version["v"]}, max_stale_s=0)
+    assert orjson.loads((await exact.body("k", "k", rows)).raw) == [2]
+    version["v"] = 3
+    assert orjson.loads((await asyncio.wait_for(exact.body("k", "k", rows), 5)).raw) == [3]
 
 
 async def test_listing_version_survives_bulk_changes(db: Any) -> None:

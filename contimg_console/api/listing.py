@@ -7,8 +7,11 @@ pagination) and polls them. Building 100k rows of JSON per request cannot meet a
 an ETag so polling browsers revalidate with a 304.
 
 Freshness: every request waits for a version read that *started after it arrived*
-(concurrent requests share one read), so a client that has just written sees its
-write. Reads and builds run in threads; the event loop only hands out bytes.
+(concurrent requests share one read). When the version has moved, one rebuild runs;
+while it runs, requests get the previous body if that body was confirmed current no
+longer than ``max_stale_s`` ago (HTTP's stale-while-revalidate), otherwise they wait
+for the rebuild. With ``max_stale_s = 0`` a client always sees its own write. Reads
+and builds run in threads; the event loop only hands out bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -33,12 +37,13 @@ def dumps(rows: Any) -> bytes:
     return orjson.dumps(rows, option=JSON_OPTIONS)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Body:
     version: int
     raw: bytes
     gz: bytes
     etag: str
+    confirmed_at: float = 0.0  # monotonic start of the last version read that matched this body
 
 
 class VersionReader:
@@ -46,18 +51,20 @@ class VersionReader:
 
     def __init__(self, read: Callable[[], dict[str, int]]) -> None:
         self._read = read
-        self._current: asyncio.Task[dict[str, int]] | None = None
-        self._queued: asyncio.Task[dict[str, int]] | None = None
-        self._reading: asyncio.Task[dict[str, int]] | None = None
+        self._current: asyncio.Task[tuple[float, dict[str, int]]] | None = None
+        self._queued: asyncio.Task[tuple[float, dict[str, int]]] | None = None
+        self._reading: asyncio.Task[tuple[float, dict[str, int]]] | None = None
 
-    async def _run(self, after: asyncio.Task[dict[str, int]] | None) -> dict[str, int]:
+    async def _run(self, after: asyncio.Task[tuple[float, dict[str, int]]] | None) -> tuple[float, dict[str, int]]:
         if after is not None:
             await asyncio.wait([after])
             self._current, self._queued = asyncio.current_task(), None  # type: ignore[assignment]
         self._reading = asyncio.current_task()  # from here on, a new request must not join this read
-        return await asyncio.to_thread(self._read)
+        started = time.monotonic()
+        return started, await asyncio.to_thread(self._read)
 
-    async def read(self) -> dict[str, int]:
+    async def read(self) -> tuple[float, dict[str, int]]:
+        """(monotonic time the read started, versions)."""
         current = self._current
         if current is None or current.done():
             task = self._current = asyncio.create_task(self._run(None))
@@ -71,32 +78,47 @@ class VersionReader:
 
 
 class ListingCache:
-    def __init__(self, read_versions: Callable[[], dict[str, int]], max_entries: int = 256) -> None:
+    def __init__(self, read_versions: Callable[[], dict[str, int]], *, max_stale_s: float = 0.0,
+                 max_entries: int = 256) -> None:
         self.versions = VersionReader(read_versions)
+        self.max_stale_s = max_stale_s
         self._bodies: OrderedDict[Hashable, Body] = OrderedDict()
-        self._locks: dict[Hashable, asyncio.Lock] = {}
+        self._builds: dict[Hashable, asyncio.Task[Body]] = {}
         self.max_entries = max_entries
         self.builds = 0
 
     async def body(self, kind: str, key: Hashable, build: Callable[[], Any]) -> Body:
         """The current bytes of listing ``key`` (of version counter ``kind``); ``build`` returns rows."""
-        version = (await self.versions.read()).get(kind, -1)
+        read_at, versions = await self.versions.read()
+        version = versions.get(kind, -1)
         hit = self._bodies.get(key)
         if hit is not None and hit.version == version:
+            hit.confirmed_at = max(hit.confirmed_at, read_at)
             self._bodies.move_to_end(key)
             return hit
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:  # one build per change; concurrent requests wait for it instead of piling on
-            hit = self._bodies.get(key)
-            if hit is None or hit.version != version:
-                hit = await asyncio.to_thread(_encode, version, kind, build)
-                self.builds += 1
-                self._bodies[key] = hit
-                self._bodies.move_to_end(key)
-                while len(self._bodies) > self.max_entries:
-                    old, _ = self._bodies.popitem(last=False)
-                    self._locks.pop(old, None)
-        return hit
+        while True:  # one build per key at a time; a request never takes a body older than its read
+            task = self._builds.get(key)
+            if task is None or task.done():
+                task = self._builds[key] = asyncio.create_task(self._build(kind, key, version, read_at, build))
+            if hit is not None and time.monotonic() - hit.confirmed_at <= self.max_stale_s:
+                return hit  # stale-while-revalidate: the rebuild goes on without this request
+            body = await asyncio.shield(task)
+            if body.version >= version:
+                return body
+
+    async def _build(self, kind: str, key: Hashable, version: int, read_at: float,
+                     build: Callable[[], Any]) -> Body:
+        body = await asyncio.to_thread(_encode, version, kind, build)
+        body.confirmed_at = read_at
+        self.builds += 1
+        current = self._bodies.get(key)
+        if current is None or current.version < version:  # a slower, older build never replaces a newer one
+            self._bodies[key] = body
+        self._bodies.move_to_end(key)
+        while len(self._bodies) > self.max_entries:
+            old, _ = self._bodies.popitem(last=False)
+            self._builds.pop(old, None)
+        return body
 
     async def respond(self, request: web.Request, kind: str, key: Hashable, build: Callable[[], Any]) -> web.Response:
         body = await self.body(kind, key, build)

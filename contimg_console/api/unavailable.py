@@ -70,23 +70,6 @@ for _m, _p in (("GET", "/api/v1/jupyter/kernels"), ("GET", "/api/v1/jupyter/kern
                ("GET", "/api/v1/jupyter/stats"), ("GET", "/api/v1/jupyter/url")):
     _action(_m, _p, "Jupyter", "Jupyter", ("jupyter",), role="viewer" if _m == "GET" else "operator", status=503)
 
-# ---- Retention (§10.1) and cleanup (§10.2) ------------------------------------------------------------------------
-_read("/api/v1/retention/policies", "Retention policies", list[dict[str, Any]], list, ("retention",))
-_read("/api/v1/retention/executions", "Retention executions", list[dict[str, Any]], list, ("retention",))
-_action("POST", "/api/v1/retention/policies", "Create a retention policy", "retention policies", ("retention",))
-_action("PUT", "/api/v1/retention/policies/{policy_id}", "Update a retention policy", "retention policies",
-        ("retention",))
-_action("DELETE", "/api/v1/retention/policies/{policy_id}", "Delete a retention policy", "retention policies",
-        ("retention",))
-_action("POST", "/api/v1/retention/policies/{policy_id}/simulate", "Simulate a retention policy",
-        "retention policies", ("retention",))
-_action("POST", "/api/v1/retention/policies/{policy_id}/execute", "Execute a retention policy",
-        "retention policies", ("retention",))
-_read("/api/v1/cleanup/history", "Cleanup jobs", list[dict[str, Any]], list, ("cleanup",))
-_action("POST", "/api/v1/cleanup/dry-run", "Cleanup impact estimate", "data cleanup (see the storage page's "
-        "cleanup recommendations)", ("cleanup",))
-_action("POST", "/api/v1/cleanup/submit", "Submit a cleanup job", "data cleanup", ("cleanup",))
-
 # ---- CARTA and interactive imaging (Appendix A.2, A.4) -----------------------------------------------------------
 _read("/api/v1/carta/status", "CARTA availability", CartaStatus,
       CartaStatus(available=False, message="no CARTA server is configured"), ("carta",))

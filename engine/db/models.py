@@ -590,3 +590,65 @@ class Alert(Base):
     acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
     acknowledged_at: Mapped[datetime | None]
     acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+
+
+# --------------------------------------------------------------------------- retention and cleanup
+class RetentionPolicy(Base):
+    """What to do with which data when it gets old, big or many (engine/retention.py)."""
+
+    __tablename__ = "retention_policies"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    data_type: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[str] = mapped_column(String(16), default="medium")
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    rules: Mapped[list[Any]] = mapped_column(default=list)
+    file_pattern: Mapped[str | None] = mapped_column(Text)
+    min_file_size: Mapped[int | None] = mapped_column(Integer)
+    max_file_size: Mapped[int | None] = mapped_column(Integer)
+    exclude_patterns: Mapped[list[Any]] = mapped_column(default=list)
+    require_confirmation: Mapped[bool] = mapped_column(Boolean, default=True)
+    create_backup_before_delete: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_executed_at: Mapped[datetime | None]
+
+
+class RetentionExecution(Base):
+    """One run of a policy or of a cleanup job, with what it did to each item."""
+
+    __tablename__ = "retention_executions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    policy_id: Mapped[str | None] = mapped_column(String(32), index=True)  # kept when the policy is deleted
+    cleanup_id: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    completed_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    items_processed: Mapped[int] = mapped_column(Integer, default=0)
+    items_affected: Mapped[int] = mapped_column(Integer, default=0)
+    size_freed_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[list[Any]] = mapped_column(default=list)
+    actions: Mapped[list[Any]] = mapped_column(default=list)  # [{path, action, result, new_path?}]
+    triggered_by: Mapped[str] = mapped_column(String(16), default="manual")
+    triggered_by_user: Mapped[str | None] = mapped_column(String(64))
+
+
+class CleanupJob(Base):
+    """A one-off cleanup submitted from the dashboard's wizard; runs as a row in ``jobs``."""
+
+    __tablename__ = "cleanup_jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    request_key: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    action: Mapped[str] = mapped_column(String(16))
+    audit_note: Mapped[str] = mapped_column(Text)
+    submitted_by: Mapped[str] = mapped_column(String(64))
+    submitted_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    completed_at: Mapped[datetime | None]
+    items_processed: Mapped[int | None] = mapped_column(Integer)
+    bytes_freed: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
