@@ -9,11 +9,11 @@ both drive the same Runtime.
 from __future__ import annotations
 
 import asyncio
-import gc
 import errno
+import gc
+import logging
 import shutil
 from datetime import UTC, datetime
-import logging
 from typing import Any
 
 from aiohttp import web
@@ -54,11 +54,35 @@ class Runtime:
         self.retention = RetentionService(settings, self.db)
         self._background: set[asyncio.Task[Any]] = set()
         self._trigger_listener: asyncio.Task[None] | None = None
+        self._workflow_driver: asyncio.Task[None] | None = None
         self.log_ring: RingBufferHandler | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.api_url: str | None = None
         self.started = False
+
+    # ---- workflows: spawn a task's job once its dependencies succeeded ------------
+    async def _advance_workflows(self) -> None:
+        from engine.workflows import Workflows
+
+        try:
+            if await asyncio.to_thread(Workflows(self.db).advance):
+                self.engine.poke()
+        except Exception:  # noqa: BLE001 - the next job event or the 30 s tick tries again
+            log.exception("advancing workflows failed")
+
+    async def _drive_workflows(self) -> None:
+        sub = self.bus.subscribe("job.*")
+        try:
+            while True:
+                event = await sub.get()
+                if event["type"] == "job.log":
+                    continue
+                while not sub.queue.empty():  # one pass for a burst of events
+                    sub.queue.get_nowait()
+                await self._advance_workflows()
+        finally:
+            self.bus.unsubscribe(sub)
 
     # ---- lifecycle --------------------------------------------------------
     async def start(self) -> None:
@@ -136,6 +160,10 @@ class Runtime:
                                              replace_existing=True)
                 self.retention.next_run = job.next_run_time
 
+            self._workflow_driver = asyncio.create_task(self._drive_workflows(), name="workflows")
+            self.scheduler.add_job(self._advance_workflows, "interval", seconds=30, id="workflows",
+                                   replace_existing=True)
+
             self.triggers = TriggerScheduler(s, self.db, self.scheduler)
             await asyncio.to_thread(self.triggers.sync)
             self.triggers.install()
@@ -183,13 +211,14 @@ class Runtime:
             await self._runner.cleanup()
             self._runner = None
             self._site = None
-        if self._trigger_listener is not None:
-            self._trigger_listener.cancel()
-            try:
-                await self._trigger_listener
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
-                pass
-            self._trigger_listener = None
+        for task in (self._trigger_listener, self._workflow_driver):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
+                    pass
+        self._trigger_listener = self._workflow_driver = None
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.ingest.stop()

@@ -11,7 +11,7 @@ from aiohttp import web
 from contimg_console import __version__
 from contimg_console.api import (alert_routes, auth_routes, calibrator_routes, comments, health, health_routes, jobs, ops_routes,
                                  pipeline_routes, products, queries, ratings, retention_routes, unavailable, vo_routes,
-                                 ws)
+                                 workflow_routes, ws)
 from contimg_console.api.auth import make_authorizer
 from contimg_console.api.listing import ListingCache
 from contimg_console.api.errors import error_middleware
@@ -27,7 +27,8 @@ ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 def all_routers() -> list[Router]:
     return [health.router, auth_routes.router, jobs.router, products.router, health_routes.router, queries.router, comments.router,
             pipeline_routes.router, ops_routes.router, calibrator_routes.router, vo_routes.router,
-            ws.router, ratings.router, alert_routes.router, retention_routes.router, unavailable.router, _meta]
+            ws.router, ratings.router, alert_routes.router, retention_routes.router, workflow_routes.router,
+            unavailable.router, _meta]
 
 
 _meta = Router()

@@ -456,19 +456,25 @@ async def retry_task(request: web.Request, principal: Principal) -> TaskId:
     return TaskId(task_id=(await _rerun(request, request.match_info["task_id"], principal.username)).id)
 
 
+def stage_task(request: web.Request, task_name: str, params: dict[str, Any], where: str = "") -> tuple[str, str]:
+    """(job type, group id) of a task the engine can run; 422 naming the field otherwise."""
+    registry = rt(request).engine.registry
+    job_type = stats.job_type_of(task_name)
+    if registry.get(job_type) is None:
+        raise ApiError(422, f"{where}task_name: unknown task {task_name!r}; installed: "
+                            + ", ".join(stats.task_name(t) for t in registry.types()), code="VALIDATION_FAILED")
+    group_id = params.get("group_id")
+    if not isinstance(group_id, str) or not group_id:
+        raise ApiError(422, f"{where}params.group_id (the observation group to process) is required",
+                       code="VALIDATION_FAILED")
+    return job_type, group_id
+
+
 @router.route("POST", "/absurd/spawn", summary="Enqueue a task for a group", body=SpawnTask, response=TaskId,
               role="operator", tags=("queue",))
 async def spawn(request: web.Request, body: SpawnTask, principal: Principal) -> TaskId:
     runtime = rt(request)
-    job_type = stats.job_type_of(body.task_name)
-    if runtime.engine.registry.get(job_type) is None:
-        raise ApiError(422, f"unknown task {body.task_name!r}; installed: "
-                            + ", ".join(stats.task_name(t) for t in runtime.engine.registry.types()),
-                       code="VALIDATION_FAILED")
-    group_id = body.params.get("group_id")
-    if not isinstance(group_id, str) or not group_id:
-        raise ApiError(422, "params.group_id (the observation group to process) is required",
-                       code="VALIDATION_FAILED")
+    job_type, group_id = stage_task(request, body.task_name, body.params)
     try:
         job_id = await asyncio.to_thread(runtime.services.spawn_stage, group_id, job_type, body.priority,
                                          principal.username)

@@ -652,3 +652,40 @@ class CleanupJob(Base):
     items_processed: Mapped[int | None] = mapped_column(Integer)
     bytes_freed: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+# --------------------------------------------------------------------------- task-queue workflows
+class Workflow(Base):
+    """A DAG of stage tasks spawned together (dashboard task queue, /absurd/workflows)."""
+
+    __tablename__ = "workflows"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+
+    tasks: Mapped[list[WorkflowTask]] = relationship(back_populates="workflow", cascade="all, delete-orphan",
+                                                     order_by="WorkflowTask.position")
+
+
+class WorkflowTask(Base):
+    """One task of a workflow; its job is created only when every task it depends on has succeeded."""
+
+    __tablename__ = "workflow_tasks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    task_name: Mapped[str] = mapped_column(String(64))
+    job_type: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=100)
+    depends_on: Mapped[list[Any]] = mapped_column(default=list)  # positions of the tasks it waits for
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | spawned | cancelled
+
+    workflow: Mapped[Workflow] = relationship(back_populates="tasks")
