@@ -64,10 +64,57 @@ class MSData:
     pol_index: np.ndarray      # MS correlation indices used (XX, YY)
 
 
+_READ_CHUNK_BYTES = 64 << 20
+
+
+def _read_array_column(t, col: str, rows_per_chunk: int, n: int, dest, pol_index: np.ndarray | None,
+                       reverse_chan: bool, row_map=None) -> None:
+    """Read array column ``col`` into ``dest`` (nrow, nchan, npol) or, with row_map, into
+    ``dest[row_map[r]]`` (a pair of index arrays), with getcolnp into preallocated buffers
+    (python-casacore's getcol allocates and converts much more slowly).  pol_index selects
+    correlations; reverse_chan flips the channel axis."""
+    nchan_c, ncorr = t.getcell(col, 0).shape
+    kind = t.coldatatype(col)
+    direct = row_map is None and pol_index is None and not reverse_chan and \
+        ((kind == "complex" and dest.dtype == np.complex64) or (kind == "boolean" and dest.dtype == bool))
+    if direct:
+        for r0 in range(0, n, rows_per_chunk):
+            m = min(rows_per_chunk, n - r0)
+            t.getcolnp(col, dest[r0:r0 + m], startrow=r0, nrow=m)
+        return
+    bdt = {"complex": np.complex64, "dcomplex": np.complex128, "boolean": bool}.get(kind)
+    buf = np.empty((min(rows_per_chunk, n), nchan_c, ncorr), bdt) if bdt is not None else None
+    for r0 in range(0, n, rows_per_chunk):
+        m = min(rows_per_chunk, n - r0)
+        if buf is not None:
+            b = buf[:m]
+            t.getcolnp(col, b, startrow=r0, nrow=m)
+        else:
+            b = t.getcol(col, startrow=r0, nrow=m)
+        if pol_index is not None:
+            b = b[:, :, pol_index]
+        if reverse_chan:
+            b = b[:, ::-1]
+        if row_map is None:
+            dest[r0:r0 + m] = b
+        else:
+            dest[row_map[0][r0:r0 + m], row_map[1][r0:r0 + m]] = b
+
+
 def read_ms_for_solve(ms_path: str | os.PathLike, *, datacolumn: str = "DATA") -> MSData:
-    """Read one-SPW MS into solver arrays (missing rows are flagged)."""
+    """Read one-SPW MS into solver arrays (missing rows are flagged).
+
+    The data and flag columns are read in chunks of rows straight into the
+    preallocated (ntime, nbl, nchan, npol) arrays (no intermediate copy when the
+    rows are time-major in baseline order, as the converter writes them)."""
     tables = _tables()
     path = str(ms_path)
+    try:
+        with tables.table(path + "/DATA_DESCRIPTION", ack=False) as dd:
+            dd_spw = dd.getcol("SPECTRAL_WINDOW_ID")
+            dd_pol = dd.getcol("POLARIZATION_ID")
+    except RuntimeError:
+        dd_spw = dd_pol = None
     t = _open_ms(path)
     try:
         if datacolumn not in t.colnames():
@@ -77,24 +124,9 @@ def read_ms_for_solve(ms_path: str | os.PathLike, *, datacolumn: str = "DATA") -
             raise PermanentStageError(f"{path}: MS has no rows")
         if np.any(ddid != ddid[0]):
             raise PermanentStageError(f"{path}: more than one DATA_DESC_ID; one spectral window expected")
-        times_row = t.getcol("TIME")
-        a1 = t.getcol("ANTENNA1")
-        a2 = t.getcol("ANTENNA2")
-        uvw_row = t.getcol("UVW")
-        data = t.getcol(datacolumn)
-        flag = t.getcol("FLAG")
-        if "FLAG_ROW" in t.colnames():
-            fr = t.getcol("FLAG_ROW")
-            if fr.any():
-                flag[fr] = True
-    except RuntimeError as exc:
-        raise PermanentStageError(f"{path}: cannot read main table: {exc}") from exc
-    finally:
-        t.close()
-    try:
-        with tables.table(path + "/DATA_DESCRIPTION", ack=False) as dd:
-            spw = int(dd.getcell("SPECTRAL_WINDOW_ID", int(ddid[0])))
-            polid = int(dd.getcell("POLARIZATION_ID", int(ddid[0])))
+        if dd_spw is None or int(ddid[0]) >= len(dd_spw):
+            raise PermanentStageError(f"{path}: DATA_DESCRIPTION row {int(ddid[0])} missing")
+        spw, polid = int(dd_spw[int(ddid[0])]), int(dd_pol[int(ddid[0])])
         with tables.table(path + "/SPECTRAL_WINDOW", ack=False) as s:
             freqs = np.asarray(s.getcell("CHAN_FREQ", spw), dtype=np.float64)
         with tables.table(path + "/POLARIZATION", ack=False) as p:
@@ -103,48 +135,57 @@ def read_ms_for_solve(ms_path: str | os.PathLike, *, datacolumn: str = "DATA") -
             pd = np.asarray(f.getcell("PHASE_DIR", 0), dtype=np.float64).reshape(-1, 2)[0]
         with tables.table(path + "/ANTENNA", ack=False) as a:
             names = list(a.getcol("NAME"))
+        times_row = t.getcol("TIME")
+        a1 = t.getcol("ANTENNA1")
+        a2 = t.getcol("ANTENNA2")
+        uvw_row = t.getcol("UVW")
+        nrow = times_row.size
+        cell = t.getcell(datacolumn, 0).shape                     # (nchan, ncorr)
+        nchan = cell[0]
+        # XX, YY (CASA Stokes codes 9, 12); fall back to the first and last correlation
+        want = [int(np.nonzero(corr == c)[0][0]) for c in (9, 12) if np.any(corr == c)]
+        pol_index = np.array(want if len(want) == 2 else ([0, corr.size - 1] if corr.size > 1 else [0]))
+        if freqs.size != nchan:
+            raise PermanentStageError(f"{path}: {nchan} channels in {datacolumn} but {freqs.size} in SPECTRAL_WINDOW")
+        descending = nchan > 1 and freqs[1] < freqs[0]
+        if descending:   # make ascending
+            freqs = freqs[::-1]
+        sel = None if (cell[1] == pol_index.size and np.array_equal(pol_index, np.arange(cell[1]))) else pol_index
+        utimes, tidx = np.unique(times_row, return_inverse=True)
+        nant = int(max(a1.max(), a2.max(), len(names) - 1) + 1)
+        key = a1.astype(np.int64) * nant + a2
+        ukey, bidx = np.unique(key, return_inverse=True)
+        T, Nb, P = utimes.size, ukey.size, pol_index.size
+        ant1 = (ukey // nant).astype(np.int32)
+        ant2 = (ukey % nant).astype(np.int32)
+        regular = nrow == T * Nb and np.array_equal(tidx, np.repeat(np.arange(T), Nb)) \
+            and np.array_equal(bidx, np.tile(np.arange(Nb), T))
+        vis = np.empty((T, Nb, nchan, P), np.complex64)
+        chunk = max(1, _READ_CHUNK_BYTES // (nchan * cell[1] * 8))
+        if regular:
+            flags = np.empty((T, Nb, nchan, P), bool)
+            _read_array_column(t, datacolumn, chunk, nrow, vis.reshape(nrow, nchan, P), sel, descending)
+            _read_array_column(t, "FLAG", chunk, nrow, flags.reshape(nrow, nchan, P), sel, descending)
+            uvw = uvw_row.reshape(T, Nb, 3)
+            rows = np.arange(nrow).reshape(T, Nb)
+        else:
+            vis[:] = 0
+            flags = np.ones((T, Nb, nchan, P), bool)
+            _read_array_column(t, datacolumn, chunk, nrow, vis, sel, descending, (tidx, bidx))
+            _read_array_column(t, "FLAG", chunk, nrow, flags, sel, descending, (tidx, bidx))
+            uvw = np.zeros((T, Nb, 3))
+            rows = np.full((T, Nb), -1, np.int64)
+            uvw[tidx, bidx] = uvw_row
+            rows[tidx, bidx] = np.arange(nrow)
+        if "FLAG_ROW" in t.colnames():
+            fr = t.getcol("FLAG_ROW")
+            if fr.any():
+                r = np.nonzero(fr)[0]
+                flags[tidx[r], bidx[r]] = True
     except RuntimeError as exc:
-        raise PermanentStageError(f"{path}: cannot read subtables: {exc}") from exc
-    # XX, YY (CASA Stokes codes 9, 12); fall back to the first and last correlation
-    want = [int(np.nonzero(corr == c)[0][0]) for c in (9, 12) if np.any(corr == c)]
-    pol_index = np.array(want if len(want) == 2 else ([0, corr.size - 1] if corr.size > 1 else [0]))
-    if data.shape[2] != pol_index.size or not np.array_equal(pol_index, np.arange(data.shape[2])):
-        data = data[:, :, pol_index]
-        flag = flag[:, :, pol_index]
-    nchan = data.shape[1]
-    if freqs.size != nchan:
-        raise PermanentStageError(f"{path}: {nchan} channels in {datacolumn} but {freqs.size} in SPECTRAL_WINDOW")
-    if nchan > 1 and freqs[1] < freqs[0]:   # descending: make ascending
-        freqs = freqs[::-1]
-        data = data[:, ::-1]
-        flag = flag[:, ::-1]
-    utimes, tidx = np.unique(times_row, return_inverse=True)
-    nant = int(max(a1.max(), a2.max(), len(names) - 1) + 1)
-    key = a1.astype(np.int64) * nant + a2
-    ukey, bidx = np.unique(key, return_inverse=True)
-    T, Nb = utimes.size, ukey.size
-    ant1 = (ukey // nant).astype(np.int32)
-    ant2 = (ukey % nant).astype(np.int32)
-    nrow = times_row.size
-    regular = nrow == T * Nb and np.array_equal(tidx, np.repeat(np.arange(T), Nb)) \
-        and np.array_equal(bidx, np.tile(np.arange(Nb), T))
-    if regular:
-        vis = data.reshape(T, Nb, nchan, -1)
-        flags = flag.reshape(T, Nb, nchan, -1)
-        uvw = uvw_row.reshape(T, Nb, 3)
-        rows = np.arange(nrow).reshape(T, Nb)
-    else:
-        P = data.shape[2]
-        vis = np.zeros((T, Nb, nchan, P), np.complex64)
-        flags = np.ones((T, Nb, nchan, P), bool)
-        uvw = np.zeros((T, Nb, 3))
-        rows = np.full((T, Nb), -1, np.int64)
-        vis[tidx, bidx] = data
-        flags[tidx, bidx] = flag
-        uvw[tidx, bidx] = uvw_row
-        rows[tidx, bidx] = np.arange(nrow)
-    if vis.dtype != np.complex64:
-        vis = vis.astype(np.complex64)
+        raise PermanentStageError(f"{path}: cannot read main table: {exc}") from exc
+    finally:
+        t.close()
     return MSData(vis, flags, ant1, ant2, uvw, utimes, freqs, (float(pd[0]), float(pd[1])), nant,
                   names, rows, pol_index)
 

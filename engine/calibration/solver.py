@@ -166,7 +166,7 @@ def _initial_guess(A: np.ndarray, D: np.ndarray) -> np.ndarray:
 
 
 def stefcal(A: np.ndarray, D: np.ndarray, g0: np.ndarray | None = None, *, max_iter: int = 200,
-            tol: float = 1e-6) -> tuple[np.ndarray, int, np.ndarray]:
+            tol: float = 1e-6, threads: int = 1) -> tuple[np.ndarray, int, np.ndarray]:
     """Batched StEFCal.
 
     A: (nprob, nant, nant) complex Hermitian, D: (nprob, nant, nant) real >= 0,
@@ -175,22 +175,37 @@ def stefcal(A: np.ndarray, D: np.ndarray, g0: np.ndarray | None = None, *, max_i
     with averaging of every second iterate).  Computation is in A's precision
     (pass complex64 for speed, complex128 for exactness).  g0 None starts from a
     rank-one estimate.  Returns (g (nprob, nant), iterations, final relative
-    change per problem).  Antennas without data get g = 0.
+    change per problem).  Antennas without data get g = 0.  With threads > 1
+    the problems are shared among that many threads (the batched matrix-vector
+    products release the GIL).
     """
+    nprob = A.shape[0]
+    nthr = max(1, min(int(threads), nprob // 32))
+    if nthr > 1:
+        edges = np.linspace(0, nprob, nthr + 1).astype(int)
+        parts = [slice(edges[i], edges[i + 1]) for i in range(nthr)]
+        with ThreadPoolExecutor(max_workers=nthr) as ex:
+            res = list(ex.map(lambda sl: _stefcal_batch(A[sl], D[sl], None if g0 is None else g0[sl],
+                                                        max_iter=max_iter, tol=tol), parts))
+        return (np.concatenate([r[0] for r in res]), max(r[1] for r in res),
+                np.concatenate([r[2] for r in res]))
+    return _stefcal_batch(A, D, g0, max_iter=max_iter, tol=tol)
+
+
+def _stefcal_batch(A: np.ndarray, D: np.ndarray, g0: np.ndarray | None, *, max_iter: int,
+                   tol: float) -> tuple[np.ndarray, int, np.ndarray]:
     nprob, nant = A.shape[:2]
     cdt = np.complex64 if A.dtype == np.complex64 else np.complex128
     rdt = np.float32 if cdt == np.complex64 else np.float64
-    A = A.astype(cdt, copy=False)
-    D = D.astype(rdt, copy=False)
-    g = _initial_guess(A, D) if g0 is None else np.array(g0)
+    Aa = np.ascontiguousarray(A, dtype=cdt)
+    Da = np.ascontiguousarray(D, dtype=rdt)
+    g = _initial_guess(Aa, Da) if g0 is None else np.array(g0)
     g = g.astype(cdt)
     g[~np.isfinite(g)] = 1.0
-    has = D.sum(axis=2) > 0
+    has = Da.sum(axis=2) > 0
     g[has & (g == 0)] = 1.0
     change = np.full(nprob, np.inf)
     active = np.arange(nprob)
-    Aa = np.ascontiguousarray(A)
-    Da = np.ascontiguousarray(D)
     cur = active            # problems held in Aa/Da
     it = 0
     for it in range(1, max_iter + 1):
@@ -199,8 +214,8 @@ def stefcal(A: np.ndarray, D: np.ndarray, g0: np.ndarray | None = None, *, max_i
             Aa, Da, cur = Aa[keep], Da[keep], cur[keep]
         sel = np.isin(cur, active) if cur.size != active.size else None
         ga = g[cur]
-        num = np.einsum("kpq,kq->kp", Aa, ga)
-        den = np.einsum("kpq,kq->kp", Da, (ga.real ** 2 + ga.imag ** 2))
+        num = np.matmul(Aa, ga[:, :, None])[:, :, 0]
+        den = np.matmul(Da, (ga.real ** 2 + ga.imag ** 2)[:, :, None])[:, :, 0]
         ok = den > 0
         gn = np.where(ok, num / np.where(ok, den, 1.0), 0.0).astype(cdt)
         if it % 2 == 0:
@@ -267,6 +282,55 @@ def _to_matrices(vals: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: int
     mat[ant1 * nant + ant2] = v
     mat[ant2 * nant + ant1] = np.conj(v) if hermitian else v
     return mat.reshape(nant, nant, nprob).transpose(2, 0, 1)   # view, problems first
+
+
+def _problem_matrices(vals: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: int,
+                      hermitian: bool, block: int = 64) -> np.ndarray:
+    """Like :func:`_to_matrices` but returns contiguous (nprob, nant, nant) matrices,
+    built a block of problems at a time (a cache-friendly transposition)."""
+    nbl, nprob = vals.shape
+    dtype = np.complex64 if hermitian else np.float32
+    out = np.empty((nprob, nant, nant), dtype=dtype)
+    i1 = ant1 * nant + ant2
+    i2 = ant2 * nant + ant1
+    scratch = np.zeros((nant * nant, min(block, nprob)), dtype=dtype)    # entries never set stay 0
+    for k0 in range(0, nprob, block):
+        k1 = min(nprob, k0 + block)
+        sc = scratch if k1 - k0 == scratch.shape[1] else np.zeros((nant * nant, k1 - k0), dtype=dtype)
+        v = vals[:, k0:k1]
+        sc[i1] = v
+        sc[i2] = np.conj(v) if hermitian else v
+        out[k0:k1].reshape(k1 - k0, nant * nant)[...] = sc.T
+    return out
+
+
+def _solve_problems(Abl: np.ndarray, Dbl: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: int,
+                    g0: np.ndarray | None, *, max_iter: int, tol: float, threads: int = 1):
+    """StEFCal on problems given in baseline form: Abl (nbl, nprob) complex, Dbl (nbl, nprob)
+    real.  The problems are shared among ``threads`` threads, each building its own
+    matrices.  Returns (g (nprob, nant), iterations, den = sum_q D_pq |g_q|^2 (nprob, nant),
+    number of baselines with data per antenna (nprob, nant))."""
+    nprob = Abl.shape[1]
+    nthr = max(1, min(int(threads), nprob // 32))
+    edges = np.linspace(0, nprob, nthr + 1).astype(int)
+
+    def work(i):
+        k0, k1 = edges[i], edges[i + 1]
+        Am = _problem_matrices(Abl[:, k0:k1], ant1, ant2, nant, True)
+        Dm = _problem_matrices(Dbl[:, k0:k1], ant1, ant2, nant, False)
+        g, it, _ = _stefcal_batch(Am, Dm, None if g0 is None else g0[k0:k1], max_iter=max_iter, tol=tol)
+        a2 = (np.abs(g) ** 2).astype(np.float32)
+        den = np.matmul(Dm, a2[:, :, None])[:, :, 0].astype(np.float64)
+        nbl_ok = np.count_nonzero(Dm > 0, axis=2)
+        return g, it, den, nbl_ok
+
+    if nthr == 1:
+        res = [work(0)]
+    else:
+        with ThreadPoolExecutor(max_workers=nthr) as ex:
+            res = list(ex.map(work, range(nthr)))
+    return (np.concatenate([r[0] for r in res]), max(r[1] for r in res),
+            np.concatenate([r[2] for r in res]), np.concatenate([r[3] for r in res]))
 
 
 def _reference(sol: np.ndarray, sflags: np.ndarray, ranking: np.ndarray) -> np.ndarray:
@@ -349,29 +413,49 @@ def _expand_model(model_t: np.ndarray) -> np.ndarray:
     return model_t if model_t.ndim == 3 else model_t[..., None]
 
 
+def _block_size(nchan: int, target: int = 32) -> int:
+    """Largest divisor of nchan not above target (channel block for coarse spectra)."""
+    for b in range(min(target, nchan), 0, -1):
+        if nchan % b == 0:
+            return b
+    return 1
+
+
 def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | None,
                       ant1: np.ndarray, ant2: np.ndarray, times_s: np.ndarray,
                       freqs_hz: np.ndarray, *, nant: int | None = None, refant: int | None = None,
                       solint_s: float | None = None, n_rounds: int = 2, outlier_sigma: float | None = 5.0,
                       baseline_excess: float = 1.5, min_snr: float = 3.0, min_baselines: int = 4,
-                      max_iter: int = 100, tol: float = 1e-5, threads: int = 2) -> SolveResult:
-    """Solve bandpass B and gains G by alternating StEFCal solves.
+                      max_iter: int = 100, tol: float = 1e-5, threads: int = 2,
+                      block_baselines: int = 64) -> SolveResult:
+    """Solve bandpass B and gains G in two passes over the data.
 
-    Round 1: B from the time-summed model-weighted data (G = 1), then G.
-    Before round 2, residuals with the round-1 solution flag outliers:
-    samples with |r| > outlier_sigma x the per-component noise, and whole
+    Pass 1 reduces the data to the time-summed model-weighted visibilities
+    ``A1 = sum_t w V conj(M)``, ``D1 = sum_t w |M|^2`` per (baseline, pol,
+    channel) and to coarse spectra (sums over blocks of ~32 channels) per
+    integration.  B1 comes from one batched StEFCal over the channels of A1/D1
+    (G = 1); the gains G1 of every interval from the coarse spectra weighted by
+    the block means of B1 (consistent weights, so the block averaging causes no
+    bias).  Pass 2 flags residual outliers with (B1, G1) -- samples with
+    |r| > outlier_sigma x the per-component noise, then whole
     baseline-polarisations whose mean clipped residual amplitude exceeds
-    ``baseline_excess`` x the median over baselines; then B and G are solved
-    again (``n_rounds`` rounds in all, one more if more than 0.1 % of the data
-    was flagged as outliers).  The noise and the SNRs come from residuals of
-    the final solution on a subsample of integrations.
+    ``baseline_excess`` x the median over baselines -- and accumulates the
+    G1-weighted sums for the final bandpass B2 and the B1-weighted coarse
+    spectra of the cleaned data, from which the final gains follow (corrected
+    to B2 block by block, exact to second order in B2/B1 - 1).  With
+    ``n_rounds`` > 2 (or more than 0.1 % of the data flagged as outliers) pass 2
+    is repeated with the new solutions.  n_rounds = 1 stops after B1, G1.  The
+    noise and the SNRs come from residuals of the final solution on a subsample
+    of integrations and channels.
+
+    Both passes run over blocks of ``block_baselines`` baselines (all
+    integrations of a block before the next, so the partial sums stay in
+    cache), in layout (baseline, pol, channel), shared among ``threads``
+    threads (numpy releases the GIL); no per-baseline Python loops.
 
     refant: antenna to reference phases to (default: most unflagged data).
     solint_s: gain interval in seconds (None = per integration, math.inf =
-    whole observation).  Each data pass runs over integrations one at a time
-    with preallocated buffers (vectorised over baselines, channels and pols);
-    the integrations are shared among ``threads`` threads (numpy releases the
-    GIL in these loops), each with its own buffers and partial sums.
+    whole observation).
     """
     vis = np.asarray(vis)
     T, Nb, C, P = vis.shape
@@ -396,7 +480,8 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         r = solve_calibration(vis, model, flags, sub_ant1, sub_ant2, times_s, freqs_hz, nant=present.size,
                               refant=sub_ref, solint_s=solint_s, n_rounds=n_rounds,
                               outlier_sigma=outlier_sigma, baseline_excess=baseline_excess, min_snr=min_snr,
-                              min_baselines=min_baselines, max_iter=max_iter, tol=tol, threads=threads)
+                              min_baselines=min_baselines, max_iter=max_iter, tol=tol, threads=threads,
+                              block_baselines=block_baselines)
         def grow(x, axis, fill):
             shape = list(x.shape)
             shape[axis] = nant
@@ -415,9 +500,11 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         r.antennas_present = np.zeros(nant, bool)
         r.antennas_present[present] = True
         return r
+    t_setup = time.perf_counter()
     fl = np.zeros(vis.shape, dtype=bool) if flags is None else np.array(flags, dtype=bool, copy=True)
     auto = ant1 == ant2
-    fl[:, auto] = True
+    if auto.any():
+        fl[:, auto] = True
     cross = ~auto
     a1c, a2c = ant1[cross], ant2[cross]
 
@@ -425,141 +512,170 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     K = gtimes.size
     iters: dict = {"bandpass": [], "gains": [], "bandpass_s": 0.0, "gains_s": 0.0, "residual_s": 0.0,
                    "prepare_s": 0.0}
-    # Internal layout (baseline, pol, channel): channel innermost keeps numpy's inner loops long.
-    nthreads = max(1, min(int(threads), T))
-    tsets = [list(range(i, T, nthreads)) for i in range(nthreads)]
+    bs = _block_size(C)
+    NB = C // bs                                    # channel blocks of the coarse spectra
+    ones_c = np.ones(bs, np.complex64)
+    ones_f = np.ones(bs, np.float32)
+    Pm = 1 if model.ndim == 3 else P
+    nbk = max(1, int(block_baselines))
+    chunks = [(b0, min(Nb, b0 + nbk)) for b0 in range(0, Nb, nbk)]
+    chunks = [c for c in chunks if cross[c[0]:c[1]].any()]
+    nthreads = max(1, min(int(threads), len(chunks)))
 
-    def over_times(work):
-        """Run work(list_of_times) on each thread's share of the integrations; list of results."""
+    def run_chunks(work):
+        """work(list of chunks) on each thread's share; list of results."""
+        shares = [chunks[i::nthreads] for i in range(nthreads)]
         if nthreads == 1:
-            return [work(tsets[0])]
+            return [work(shares[0])]
         with ThreadPoolExecutor(max_workers=nthreads) as ex:
-            return list(ex.map(work, tsets))
+            return list(ex.map(work, shares))
 
-    def model_t(t, sel=slice(None)):
-        m = model[t][sel]
-        return m[:, None, :] if m.ndim == 2 else m.transpose(0, 2, 1)          # (nb, 1|P, C)
+    class Buffers:
+        """Per-thread scratch arrays for one block of baselines at one time."""
+        def __init__(self):
+            self.V = np.empty((nbk, P, C), np.complex64)       # data, (bl, pol, chan)
+            self.Y = np.empty((nbk, P, C), np.complex64)       # w V conj(M)
+            self.W = np.empty((nbk, P, C), np.float32)         # w |M|^2
+            self.F = np.empty((nbk, P, C), bool)               # flags
+            self.Mc = np.empty((nbk, Pm, C), np.complex64)     # conj(M)
+            self.M2 = np.empty((nbk, Pm, C), np.float32)       # |M|^2
+            self.Mn = np.empty((nbk, Pm, C), np.complex64)     # M
+            self.S = np.empty((nbk, Pm, 2 * C), np.float32)
+            self.R = np.empty((nbk, P, C), np.complex64)
+            self.Q = np.empty((nbk, P, C), np.float32)
+            self.N = np.empty((nbk, P, C), bool)
 
-    def flags_t(t):
-        return fl[t].transpose(0, 2, 1)                                        # view (Nb, P, C)
+        def load(self, t, b0, b1):
+            """Fill V, F, Y, W for baselines b0:b1 at time t; returns views."""
+            n = b1 - b0
+            V, Y, W, F, Mc, M2 = (self.V[:n], self.Y[:n], self.W[:n], self.F[:n], self.Mc[:n], self.M2[:n])
+            np.copyto(V, vis[t, b0:b1].transpose(0, 2, 1))
+            np.copyto(F, fl[t, b0:b1].transpose(0, 2, 1))
+            m = model[t, b0:b1]
+            np.conjugate(m[:, None, :] if Pm == 1 else m.transpose(0, 2, 1), out=Mc)
+            Mf = Mc.view(np.float32)
+            S = self.S[:n]
+            np.multiply(Mf, Mf, out=S)
+            np.add(S[..., 0::2], S[..., 1::2], out=M2)
+            np.multiply(V, Mc, out=Y)
+            np.copyto(Y, 0, where=F)
+            np.copyto(W, M2)
+            np.copyto(W, 0, where=F)
+            return V, Y, W, F, Mc
 
-    # ---- pass 0: model-weighted data Y = w V conj(M), weights Wm = w |M|^2 and their time sums
+    def blocksum(x, ones):
+        n = x.shape[0]
+        # batched small products (a single large gemv would start OpenBLAS threads
+        # inside our worker threads and oversubscribe the cores)
+        return np.matmul(x.reshape(n * P, NB, bs), ones).reshape(n, P, NB)
+
+    # ---- pass 1: time sums A1, D1 (bl, P, C) and coarse spectra Z1, Z1w (T, bl, P, NB)
     t0 = time.perf_counter()
-    Y = np.empty((T, Nb, P, C), dtype=np.complex64)
-    Wm = np.empty((T, Nb, P, C), dtype=np.float32)
+    A1 = np.zeros((Nb, P, C), np.complex64)
+    D1 = np.zeros((Nb, P, C), np.float32)
+    Z1 = np.zeros((T, Nb, P, NB), np.complex64)
+    Z1w = np.zeros((T, Nb, P, NB), np.float32)
 
-    def prepare(t, okbuf):
-        m = model_t(t)
-        np.logical_not(flags_t(t), out=okbuf)
-        np.multiply(vis[t].transpose(0, 2, 1), np.conj(m), out=Y[t])
-        np.copyto(Y[t], 0, where=~okbuf)
-        np.multiply(okbuf, (m.real ** 2 + m.imag ** 2).astype(np.float32), out=Wm[t])
+    def pass1(share):
+        buf = Buffers()
+        for b0, b1 in share:
+            for attempt in range(2):
+                A = np.zeros((b1 - b0, P, C), np.complex64)
+                D = np.zeros((b1 - b0, P, C), np.float32)
+                for t in range(T):
+                    _, Y, W, _, _ = buf.load(t, b0, b1)
+                    A += Y
+                    D += W
+                    Z1[t, b0:b1] = blocksum(Y, ones_c)
+                    Z1w[t, b0:b1] = blocksum(W, ones_f)
+                if np.isfinite(A.sum()) and np.isfinite(D.sum()):
+                    break
+                # NaN/inf data or model: flag those samples and redo this block
+                mm = model[:, b0:b1] if model.ndim == 4 else model[:, b0:b1, :, None]
+                fl[:, b0:b1] |= ~(np.isfinite(vis[:, b0:b1]) & np.isfinite(mm))
+            A1[b0:b1] = A
+            D1[b0:b1] = D
 
-    def prepare_work(ts, check_finite=False):
-        okbuf = np.empty((Nb, P, C), bool)
-        A = np.zeros((Nb, P, C), np.complex64)
-        D = np.zeros((Nb, P, C), np.float32)
-        for t in ts:
-            if check_finite:
-                mm = model[t] if model.ndim == 4 else model[t][..., None]
-                fl[t] |= ~(np.isfinite(vis[t]) & np.isfinite(mm))
-            prepare(t, okbuf)
-            A += Y[t]
-            D += Wm[t]
-        return A, D
-
-    parts = over_times(prepare_work)
-    A_B = sum(p_[0] for p_ in parts)
-    D_B = sum(p_[1] for p_ in parts)
-    if not (np.isfinite(A_B).all() and np.isfinite(D_B).all()):   # NaN/inf data or model: flag and redo
-        parts = over_times(lambda ts: prepare_work(ts, check_finite=True))
-        A_B = sum(p_[0] for p_ in parts)
-        D_B = sum(p_[1] for p_ in parts)
-    del parts
+    run_chunks(pass1)
     # reference antenna ranking: unflagged (pol, channel) samples summed over baselines
-    good = (D_B > 0).sum(axis=(1, 2))
+    good = (D1 > 0).sum(axis=(1, 2))
     good[auto] = 0
     counts = np.bincount(ant1, good, nant) + np.bincount(ant2, good, nant)
     ranking = np.argsort(-counts, kind="stable")
     if refant is not None:
         ranking = np.concatenate([[refant], ranking[ranking != refant]])
     ref = int(ranking[0])
-    iters["prepare_s"] = time.perf_counter() - t0
+    iters["prepare_s"] = time.perf_counter() - t_setup
 
-    Bi = np.ones((nant, P, C), dtype=np.complex64)          # internal (nant, P, C)
-    G = np.ones((K, nant, P), dtype=np.complex64)
-    Bflag_i = np.zeros((nant, P, C), dtype=bool)
-    Gflag = np.zeros((K, nant, P), dtype=bool)
-    Bden_i = np.zeros((nant, P, C))
-    Gden = np.zeros((K, nant, P))
-
-    def finish(sol, Dmat):
-        den = np.einsum("kpq,kq->kp", Dmat, (np.abs(sol) ** 2).astype(Dmat.dtype)).astype(np.float64)
-        nbl_ok = (Dmat > 0).sum(axis=2)
+    def finish(sol, den, nbl_ok):
         sfl = (den <= 0) | (nbl_ok < min_baselines) | (np.abs(sol) == 0)
         sol = _reference(sol, sfl, ranking)
         sol[sfl] = 0
         return sol, sfl, den
 
-    def solve_B(A, D, warm):
-        nonlocal Bi, Bflag_i, Bden_i
+    def solve_B(A, D, B0):
+        """Bandpass (nant, P, C) from per-baseline sums A, D (Nb, P, C); B0 warm start or None."""
         t0 = time.perf_counter()
-        Am = _to_matrices(A[cross].reshape(-1, P * C), a1c, a2c, nant, True)
-        Dmat = _to_matrices(D[cross].reshape(-1, P * C), a1c, a2c, nant, False)
-        g0 = Bi.reshape(nant, P * C).T if warm else None
-        sol, nit, _ = stefcal(Am, Dmat, g0, max_iter=max_iter, tol=tol)
-        sol, sfl, den = finish(sol, Dmat)
+        g0 = None if B0 is None else B0.reshape(nant, P * C).T
+        sol, nit, den, nbl_ok = _solve_problems(A[cross].reshape(-1, P * C), D[cross].reshape(-1, P * C),
+                                                a1c, a2c, nant, g0, max_iter=max_iter, tol=tol, threads=threads)
+        sol, sfl, den = finish(sol, den, nbl_ok)
         iters["bandpass"].append(nit)
         Bn = sol.T.reshape(nant, P, C).transpose(0, 2, 1)                     # (nant, C, P)
         Bf = sfl.T.reshape(nant, P, C).transpose(0, 2, 1)
         Bn, norm = normalise_bandpass(Bn, Bf)
         Bi = np.ascontiguousarray(Bn.transpose(0, 2, 1)).astype(np.complex64)
-        Bflag_i = np.ascontiguousarray(Bf.transpose(0, 2, 1))
-        Bden_i = den.T.reshape(nant, P, C) * (np.abs(norm) ** 2)[:, :, None]
+        Bfi = np.ascontiguousarray(Bf.transpose(0, 2, 1))
+        Bden = den.T.reshape(nant, P, C) * (np.abs(norm) ** 2)[:, :, None]
         iters["bandpass_s"] += time.perf_counter() - t0
+        return Bi, Bfi, Bden
 
-    def pass_G():
-        """Accumulate and solve G with the current B (one data pass)."""
-        nonlocal G, Gflag, Gden
+    def solve_G(Zs, Ws, G0):
+        """Gains (K, nant, P) from per-integration sums Zs (T, Nb, P) complex, Ws (T, Nb, P)."""
         t0 = time.perf_counter()
-        bb = Bi[ant1] * np.conj(Bi[ant2])                                     # (Nb, P, C)
-        bbc = np.conj(bb)[..., None]
-        bb2 = (bb.real ** 2 + bb.imag ** 2).astype(np.float32)[..., None]
-        def work(ts):
-            A = np.zeros((K, Nb, P), dtype=np.complex128)
-            D = np.zeros((K, Nb, P), dtype=np.float64)
-            for t in ts:
-                k = tidx[t]
-                A[k] += np.matmul(Y[t][:, :, None, :], bbc)[:, :, 0, 0]
-                D[k] += np.matmul(Wm[t][:, :, None, :], bb2)[:, :, 0, 0]
-            return A, D
-
-        parts = over_times(work)
-        A = sum(p_[0] for p_ in parts)
-        D = sum(p_[1] for p_ in parts)
-        Am = _to_matrices(A[:, cross].transpose(1, 0, 2).reshape(-1, K * P), a1c, a2c, nant, True)
-        Dmat = _to_matrices(D[:, cross].transpose(1, 0, 2).reshape(-1, K * P), a1c, a2c, nant, False)
-        warm = bool(iters["gains"])
-        g0 = G.transpose(0, 2, 1).reshape(K * P, nant) if warm else None
-        sol, nit, _ = stefcal(Am, Dmat, g0, max_iter=max_iter, tol=tol)
-        sol, sfl, den = finish(sol, Dmat)
+        if K == T and np.array_equal(tidx, np.arange(T)):
+            A, D = Zs, Ws
+        else:
+            A = np.zeros((K, Nb, P), np.complex128)
+            D = np.zeros((K, Nb, P), np.float64)
+            np.add.at(A, tidx, Zs)
+            np.add.at(D, tidx, Ws)
+        g0 = None if G0 is None else G0.transpose(0, 2, 1).reshape(K * P, nant)
+        sol, nit, den, nbl_ok = _solve_problems(
+            np.ascontiguousarray(A[:, cross].transpose(1, 0, 2)).reshape(-1, K * P),
+            np.ascontiguousarray(D[:, cross].transpose(1, 0, 2)).reshape(-1, K * P),
+            a1c, a2c, nant, g0, max_iter=max_iter, tol=tol, threads=threads)
+        sol, sfl, den = finish(sol, den, nbl_ok)
         iters["gains"].append(nit)
         G = sol.reshape(K, P, nant).transpose(0, 2, 1).astype(np.complex64)
-        Gflag = sfl.reshape(K, P, nant).transpose(0, 2, 1)
-        Gden = den.reshape(K, P, nant).transpose(0, 2, 1)
+        Gf = sfl.reshape(K, P, nant).transpose(0, 2, 1)
+        Gd = den.reshape(K, P, nant).transpose(0, 2, 1)
         iters["gains_s"] += time.perf_counter() - t0
+        return G, Gf, Gd
 
-    def noise_sigma2(times_sample) -> np.ndarray:
+    def bb_of(Bi):
+        bb = Bi[ant1] * np.conj(Bi[ant2])                                     # (Nb, P, C)
+        bb[auto] = 0
+        return bb
+
+    def block_means(x, w):
+        """Weighted block means over channel blocks: x, w (Nb, P, C) -> (Nb, P, NB)."""
+        ws = w.reshape(Nb, P, NB, bs).sum(axis=-1)
+        xs = (x * w).reshape(Nb, P, NB, bs).sum(axis=-1)
+        return np.where(ws > 0, xs / np.where(ws > 0, ws, 1), 0)
+
+    def noise_sigma2(Bi, G, times_sample) -> np.ndarray:
         """Robust E|r|^2 per pol (median |r|^2 / ln 2) on some integrations and channels."""
-        cs = slice(None, None, max(1, C // 96))
-        bb = Bi[a1c][:, :, cs] * np.conj(Bi[a2c][:, :, cs])
+        cs = slice(None, None, max(1, C // 48))
+        bbs = Bi[a1c][:, :, cs] * np.conj(Bi[a2c][:, :, cs])                  # (Nbc, P, Cs)
         vals = [[] for _ in range(P)]
         for t in times_sample:
             g = G[tidx[t]]
             gg = g[a1c] * np.conj(g[a2c])
-            m = model_t(t, cross)[:, :, cs]
-            r = vis[t][cross][:, cs].transpose(0, 2, 1) - m * bb * gg[:, :, None]
-            ok = ~fl[t][cross][:, cs].transpose(0, 2, 1)
+            mt = model[t][:, cs][cross]
+            m = mt[:, None, :] if Pm == 1 else mt.transpose(0, 2, 1)
+            r = vis[t][:, cs][cross].transpose(0, 2, 1) - m * bbs * gg[:, :, None]
+            ok = ~fl[t][:, cs][cross].transpose(0, 2, 1)
             for p in range(P):
                 rp = r[:, p][ok[:, p]]
                 vals[p].append(rp.real ** 2 + rp.imag ** 2)
@@ -571,61 +687,97 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
                 out[p] = med if med > 0 else 1.0
         return out
 
-    def pass_residual_B(flag_outliers: bool) -> tuple[np.ndarray, np.ndarray, int]:
-        """One data pass: flag residual outliers of the current (B, G) and
-        accumulate the next bandpass normal equations with the current G."""
-        t0 = time.perf_counter()
-        bb = Bi[ant1] * np.conj(Bi[ant2])
-        stat_times = set(np.unique(np.linspace(0, T - 1, min(T, 8)).astype(int)).tolist())
-        thr_amp = None
-        if flag_outliers:
-            sig2 = noise_sigma2(np.unique(np.linspace(0, T - 1, min(T, 4)).astype(int)))
-            thr_amp = (outlier_sigma * np.sqrt(sig2 / 2.0)).astype(np.float32)[:, None]   # (P, 1)
+    # ---- B1 from the time sums, G1 from the coarse spectra weighted by B1's block means
+    Bi, Bflag_i, Bden_i = solve_B(A1, D1, None)
+    bb_cur = bb_of(Bi)
+    beta = block_means(bb_cur, D1)                                                # (Nb, P, NB)
+    t0 = time.perf_counter()
+    Zs = np.einsum("tbpk,bpk->tbp", Z1, np.conj(beta).astype(np.complex64))
+    Ws = np.einsum("tbpk,bpk->tbp", Z1w, (np.abs(beta) ** 2).astype(np.float32))
+    iters["gains_s"] += time.perf_counter() - t0
+    G, Gflag, Gden = solve_G(Zs, Ws, None)
+    del Z1, Z1w, Zs, Ws
 
-        def work(ts):
-            tmpc = np.empty((Nb, P, C), np.complex64)
-            tmpf = np.empty((Nb, P, C), np.float32)
-            A = np.zeros((Nb, P, C), np.complex64)
-            D = np.zeros((Nb, P, C), np.float32)
-            blsum = np.zeros((Nb, P))
-            blcnt = np.zeros((Nb, P))
+    stat_times = set(np.unique(np.linspace(0, T - 1, min(T, 8)).astype(int)).tolist())
+
+    def pass2(bbA, G, flag_outliers, thr2):
+        """Flag outliers with (B, G); return G-weighted sums A, D (Nb, P, C) for the next B,
+        B-weighted coarse spectra Z, Zw (T, Nb, P, NB) of the cleaned data, baseline
+        residual statistics and the number of new flags."""
+        bbc = np.conj(bbA)
+        bb2 = (bbA.real ** 2 + bbA.imag ** 2).astype(np.float32)
+        A = np.zeros((Nb, P, C), np.complex64)
+        D = np.zeros((Nb, P, C), np.float32)
+        Z = np.zeros((T, Nb, P, NB), np.complex64)
+        Zw = np.zeros((T, Nb, P, NB), np.float32)
+        blsum = np.zeros((Nb, P))
+        blcnt = np.zeros((Nb, P))
+        thr = np.sqrt(thr2)[:, None] if flag_outliers else None
+        ones_q = np.ones(C, np.float32)
+
+        def work(share):
+            buf = Buffers()
             n_new = 0
-            for t in ts:
-                g = G[tidx[t]]
-                gg = g[ant1] * np.conj(g[ant2])                               # (Nb, P)
-                if flag_outliers:
-                    np.multiply(bb, gg[:, :, None], out=tmpc)
-                    np.multiply(tmpc, model_t(t), out=tmpc)
-                    np.subtract(vis[t].transpose(0, 2, 1), tmpc, out=tmpc)
-                    np.abs(tmpc, out=tmpf)
-                    ft = flags_t(t)
-                    new = tmpf > thr_amp
-                    new &= ~ft
-                    nn = int(np.count_nonzero(new))
-                    if nn:
-                        n_new += nn
-                        ft |= new
-                        np.copyto(Y[t], 0, where=new)
-                        np.copyto(Wm[t], 0, where=new)
-                    if t in stat_times:
-                        np.copyto(tmpf, 0, where=ft)
-                        np.minimum(tmpf, thr_amp, out=tmpf)
-                        blsum += tmpf.sum(axis=2)
-                        blcnt += (~ft).sum(axis=2)
-                np.multiply(Y[t], np.conj(gg)[:, :, None], out=tmpc)
-                A += tmpc
-                np.multiply(Wm[t], (gg.real ** 2 + gg.imag ** 2).astype(np.float32)[:, :, None], out=tmpf)
-                D += tmpf
-            return A, D, blsum, blcnt, n_new
+            for b0, b1 in share:
+                n = b1 - b0
+                Ac = A[b0:b1]
+                Dc = D[b0:b1]
+                a1b, a2b = ant1[b0:b1], ant2[b0:b1]
+                bbA_c, bbc_c, bb2_c = bbA[b0:b1], bbc[b0:b1], bb2[b0:b1]
+                R, Q, N = buf.R[:n], buf.Q[:n], buf.N[:n]
+                for t in range(T):
+                    V, Y, W, F, Mc = buf.load(t, b0, b1)
+                    g = G[tidx[t]]
+                    gg = g[a1b] * np.conj(g[a2b])                                 # (n, P)
+                    if flag_outliers:
+                        np.multiply(bbA_c, gg[:, :, None], out=R)
+                        np.multiply(R, np.conjugate(Mc, out=buf.Mn[:n]), out=R)
+                        np.subtract(V, R, out=R)
+                        Rf = R.view(np.float32)
+                        np.multiply(Rf, Rf, out=Rf)
+                        np.add(Rf[..., 0::2], Rf[..., 1::2], out=Q)             # |r|^2
+                        np.copyto(Q, 0, where=F)
+                        np.greater(Q, thr2[:, None], out=N)
+                        nn = int(np.count_nonzero(N))
+                        if nn:
+                            n_new += nn
+                            F |= N
+                            fl[t, b0:b1] |= N.transpose(0, 2, 1)
+                            np.copyto(Y, 0, where=N)
+                            np.copyto(W, 0, where=N)
+                        if t in stat_times:
+                            np.sqrt(Q, out=Q)
+                            np.minimum(Q, thr, out=Q)
+                            np.copyto(Q, 0, where=F)
+                            blsum[b0:b1] += np.matmul(Q, ones_q)
+                            blcnt[b0:b1] += C - np.count_nonzero(F, axis=2)
+                    np.multiply(Y, np.conj(gg)[:, :, None], out=R)
+                    Ac += R
+                    np.multiply(W, (gg.real ** 2 + gg.imag ** 2).astype(np.float32)[:, :, None], out=Q)
+                    Dc += Q
+                    np.multiply(Y, bbc_c, out=R)
+                    Z[t, b0:b1] = blocksum(R, ones_c)
+                    np.multiply(W, bb2_c, out=Q)
+                    Zw[t, b0:b1] = blocksum(Q, ones_f)
+            return n_new
 
-        parts = over_times(work)
-        A = sum(p_[0] for p_ in parts)
-        D = sum(p_[1] for p_ in parts)
-        blsum = sum(p_[2] for p_ in parts)
-        blcnt = sum(p_[3] for p_ in parts)
-        n_new = int(sum(p_[4] for p_ in parts))
-        del parts
-        if flag_outliers:
+        n_new = int(sum(run_chunks(work)))
+        return A, D, Z, Zw, blsum, blcnt, n_new
+
+    n_out = 0
+    rounds = max(1, n_rounds)
+    r = 1
+    while r < rounds:
+        t0 = time.perf_counter()
+        flag_out = r == 1 and outlier_sigma is not None and outlier_sigma > 0
+        thr2 = None
+        if flag_out:
+            sig2 = noise_sigma2(Bi, G, np.unique(np.linspace(0, T - 1, min(T, 4)).astype(int)))
+            thr2 = (outlier_sigma ** 2 * sig2 / 2.0).astype(np.float32)                   # (P,)
+        if r > 1:
+            bb_cur = bb_of(Bi)
+        A, D, Z, Zw, blsum, blcnt, n_new = pass2(bb_cur, G, flag_out, thr2)
+        if flag_out:
             nok = blcnt[cross]                                                # (Nbc, P)
             mean_amp = np.where(nok > 0, blsum[cross] / np.maximum(nok, 1), np.nan)
             med = np.nanmedian(mean_amp, axis=0) if np.isfinite(mean_amp).any() else np.ones(P)
@@ -636,32 +788,35 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
                     sel = np.nonzero(bad[:, p])[0]
                     n_new += int((~fl[:, sel, :, p]).sum())
                     fl[:, sel, :, p] = True
-                    Y[:, sel, p] = 0
-                    Wm[:, sel, p] = 0
                     A[sel, p] = 0
                     D[sel, p] = 0
-        iters["residual_s"] += time.perf_counter() - t0
-        return A, D, n_new
-
-    # round 1
-    solve_B(A_B, D_B, warm=False)
-    del A_B, D_B
-    pass_G()
-    n_out = 0
-    rounds = max(1, n_rounds)
-    r = 1
-    while r < rounds:
-        A, D, n_new = pass_residual_B(flag_outliers=(r == 1 and outlier_sigma is not None and outlier_sigma > 0))
-        if r == 1:
+                    Z[:, sel, p] = 0
+                    Zw[:, sel, p] = 0
             n_out = n_new
-            if n_new > 1e-3 * fl[:, cross].size:
+            if n_new > 1e-3 * T * int(cross.sum()) * C * P:
                 rounds += 1
-        solve_B(A, D, warm=True)
-        pass_G()
+        iters["residual_s"] += time.perf_counter() - t0
+        # B2 with the G1-weighted sums; then the gains of the cleaned data, from the
+        # B1-weighted coarse spectra re-weighted to B2 block by block
+        bb_old = bb_cur
+        B_old = Bi
+        Bi, Bflag_i, Bden_i = solve_B(A, D, Bi)
+        del A, D
+        t0 = time.perf_counter()
+        ratio = np.where((B_old != 0) & ~Bflag_i, Bi / np.where(B_old != 0, B_old, 1), 0)   # (nant, P, C)
+        rho = ratio[ant1] * np.conj(ratio[ant2])
+        w = D1 * (bb_old.real ** 2 + bb_old.imag ** 2)
+        rho_k = block_means(rho, w).astype(np.complex64)
+        rho2_k = block_means(rho.real ** 2 + rho.imag ** 2, w).astype(np.float32)
+        Zs = np.einsum("tbpk,bpk->tbp", Z, np.conj(rho_k))
+        Ws = np.einsum("tbpk,bpk->tbp", Zw, rho2_k)
+        del Z, Zw, rho, w, bb_old, bb_cur
+        iters["gains_s"] += time.perf_counter() - t0
+        G, Gflag, Gden = solve_G(Zs, Ws, G)
         r += 1
 
     t0 = time.perf_counter()
-    sigma2 = noise_sigma2(np.unique(np.linspace(0, T - 1, min(T, 6)).astype(int)))
+    sigma2 = noise_sigma2(Bi, G, np.unique(np.linspace(0, T - 1, min(T, 6)).astype(int)))
     iters["residual_s"] += time.perf_counter() - t0
     B = np.ascontiguousarray(Bi.transpose(0, 2, 1))
     Bflag = np.ascontiguousarray(Bflag_i.transpose(0, 2, 1))
