@@ -9,6 +9,7 @@ both drive the same Runtime.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import gc
 import logging
@@ -52,9 +53,13 @@ class Runtime:
         from engine.retention_service import RetentionService
 
         self.retention = RetentionService(settings, self.db)
+        from contimg_console.jupyter import JupyterGateway
+
+        self.jupyter = JupyterGateway(settings)
         self._background: set[asyncio.Task[Any]] = set()
         self._trigger_listener: asyncio.Task[None] | None = None
         self._workflow_driver: asyncio.Task[None] | None = None
+        self._jupyter_start: asyncio.Task[None] | None = None
         self.log_ring: RingBufferHandler | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -102,6 +107,8 @@ class Runtime:
         log.info("database ready", extra={"path": str(s.db_path), "revision": self.db.current_revision()})
         if self.with_api:  # bind first: a busy port fails before any work starts
             await self._start_api()
+            if not s.read_only:  # the Jupyter page's server starts beside us; until it answers, 503 says so
+                self._jupyter_start = asyncio.create_task(self.jupyter.start(), name="jupyter-start")
         if not s.read_only:
             await self.engine.start()
             if s.ingest.enabled:
@@ -205,6 +212,11 @@ class Runtime:
         task.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
+        if self._jupyter_start is not None and not self._jupyter_start.done():
+            self._jupyter_start.cancel()  # the gateway stops a half-started server itself
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._jupyter_start
+        await self.jupyter.stop()
         if self._background:  # a backup or restore in flight: give it a moment, its record says the rest
             await asyncio.wait(list(self._background), timeout=self.settings.engine.shutdown_grace_s)
         if self._runner is not None:

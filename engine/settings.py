@@ -151,6 +151,23 @@ class RetentionSettings(_Section):
         return v
 
 
+class JupyterSettings(_Section):
+    """The Jupyter server behind the dashboard's Jupyter page.
+
+    ``managed``: the console runs ``jupyter_server`` itself on ``host``:``port`` (0 = any free port)
+    with its notebooks dir as root and a random token; ``external``: an operator-run server at
+    ``url`` with ``token``; ``off``: the page shows "not available"."""
+
+    mode: Literal["off", "managed", "external"] = "managed"
+    host: str = "127.0.0.1"
+    port: int = Field(8888, ge=0, le=65535)
+    url: str | None = None
+    token: str | None = None
+    public_url: str | None = None  # what browsers open (e.g. behind a proxy); default: the server URL
+    max_disk_mb: int = Field(10240, ge=1)
+    startup_timeout_s: float = Field(30.0, gt=0)
+
+
 class TuiSettings(_Section):
     """The terminal console."""
 
@@ -194,6 +211,7 @@ class Settings(BaseSettings):
     imaging: ImagingSettings = Field(default_factory=ImagingSettings)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    jupyter: JupyterSettings = Field(default_factory=JupyterSettings)
     tui: TuiSettings = Field(default_factory=TuiSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 

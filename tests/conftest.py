@@ -39,7 +39,9 @@ def free_port() -> int:
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     # listings exact (no stale-while-revalidate window): a test sees its own write at once;
     # test_api_listings covers the window itself
-    base: dict[str, object] = {"data_dir": tmp_path / "data", "api": {"port": 0, "listing_max_stale_s": 0}}
+    # no Jupyter server per runtime (test_api_jupyter starts its own)
+    base: dict[str, object] = {"data_dir": tmp_path / "data", "api": {"port": 0, "listing_max_stale_s": 0},
+                               "jupyter": {"mode": "off"}}
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             base[key] = {**base[key], **value}  # type: ignore[dict-item]

@@ -9,12 +9,29 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from contimg_console import __version__
-from contimg_console.api import (alert_routes, auth_routes, calibrator_routes, comments, health, health_routes, jobs, ops_routes,
-                                 pipeline_routes, products, queries, ratings, retention_routes, unavailable, vo_routes,
-                                 workflow_routes, ws)
+from contimg_console.api import (
+    alert_routes,
+    auth_routes,
+    calibrator_routes,
+    comments,
+    health,
+    health_routes,
+    jobs,
+    jupyter_routes,
+    ops_routes,
+    pipeline_routes,
+    products,
+    queries,
+    ratings,
+    retention_routes,
+    unavailable,
+    vo_routes,
+    workflow_routes,
+    ws,
+)
 from contimg_console.api.auth import make_authorizer
-from contimg_console.api.listing import ListingCache
 from contimg_console.api.errors import error_middleware
+from contimg_console.api.listing import ListingCache
 from contimg_console.api.routing import Router
 from engine.products import Products
 
@@ -28,7 +45,7 @@ def all_routers() -> list[Router]:
     return [health.router, auth_routes.router, jobs.router, products.router, health_routes.router, queries.router, comments.router,
             pipeline_routes.router, ops_routes.router, calibrator_routes.router, vo_routes.router,
             ws.router, ratings.router, alert_routes.router, retention_routes.router, workflow_routes.router,
-            unavailable.router, _meta]
+            jupyter_routes.router, unavailable.router, _meta]
 
 
 _meta = Router()

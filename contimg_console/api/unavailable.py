@@ -3,8 +3,7 @@
 Reads answer with the truthful, correctly shaped empty result (nothing exists,
 because nothing can be created), so the dashboard's circuit breaker is not
 tripped (spec §1.5); actions answer 501 with a message naming what is missing.
-Jupyter answers 503 on its three lists, which makes the page show its own
-"not available" panel (spec §1.4). No placeholder data anywhere.
+No placeholder data anywhere.
 """
 
 from __future__ import annotations
@@ -58,17 +57,6 @@ def _action(method: str, path: str, summary: str, feature: str, tags: tuple[str,
     router.route(method, path, summary=summary + " (not available)", role=role,  # type: ignore[arg-type]
                  tags=tags, responses={status: "Not available"}, response={"type": "object"})(handler)
 
-
-# ---- Jupyter (§6): 503 everywhere → the page's own "not available" panel ------------------------------
-for _m, _p in (("GET", "/api/v1/jupyter/kernels"), ("GET", "/api/v1/jupyter/kernels/{id}"),
-               ("POST", "/api/v1/jupyter/kernels"), ("POST", "/api/v1/jupyter/kernels/{id}/restart"),
-               ("POST", "/api/v1/jupyter/kernels/{id}/interrupt"), ("DELETE", "/api/v1/jupyter/kernels/{id}"),
-               ("GET", "/api/v1/jupyter/notebooks"), ("GET", "/api/v1/jupyter/notebooks/{id}"),
-               ("DELETE", "/api/v1/jupyter/notebooks/{id}"), ("GET", "/api/v1/jupyter/sessions"),
-               ("POST", "/api/v1/jupyter/sessions"), ("DELETE", "/api/v1/jupyter/sessions/{id}"),
-               ("GET", "/api/v1/jupyter/templates"), ("POST", "/api/v1/jupyter/launch"),
-               ("GET", "/api/v1/jupyter/stats"), ("GET", "/api/v1/jupyter/url")):
-    _action(_m, _p, "Jupyter", "Jupyter", ("jupyter",), role="viewer" if _m == "GET" else "operator", status=503)
 
 # ---- CARTA and interactive imaging (Appendix A.2, A.4) -----------------------------------------------------------
 _read("/api/v1/carta/status", "CARTA availability", CartaStatus,
