@@ -59,6 +59,8 @@ class ApiSettings(_Section):
     # Whole-table listings (/jobs, /images, /sources, /queries) may lag the database by at
     # most this long while their rebuild runs; 0 makes every request wait for fresh data.
     listing_max_stale_s: float = Field(2.0, ge=0, le=60)
+    # The Prometheus that scrapes /metrics; /api/v1/metrics/query forwards PromQL to it.
+    prometheus_url: str | None = None
 
 
 class EngineSettings(_Section):

@@ -21,6 +21,7 @@ from contimg_console.api import (
     ops_routes,
     pipeline_routes,
     products,
+    promql_routes,
     queries,
     ratings,
     retention_routes,
@@ -45,7 +46,7 @@ def all_routers() -> list[Router]:
     return [health.router, auth_routes.router, jobs.router, products.router, health_routes.router, queries.router, comments.router,
             pipeline_routes.router, ops_routes.router, calibrator_routes.router, vo_routes.router,
             ws.router, ratings.router, alert_routes.router, retention_routes.router, workflow_routes.router,
-            jupyter_routes.router, unavailable.router, _meta]
+            jupyter_routes.router, promql_routes.router, unavailable.router, _meta]
 
 
 _meta = Router()
