@@ -163,3 +163,39 @@ async def test_listing_version_survives_bulk_changes(db: Any) -> None:
                           "VALUES ('a', 1, 2, 0, 0), ('b', 3, 4, 0, 0)")
         c.exec_driver_sql("DELETE FROM sources")
     assert prods.listing_versions()["sources"] == start["sources"] + 4
+
+
+async def test_animated_cutout_frames_share_one_scale_in_time_order(runtime: Any, tmp_path: Any) -> None:
+    """Three days at the same LST: a source at 1, 2, 4 Jy; the GIF shows it brightening on one grey scale."""
+    import io
+
+    import numpy as np
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from PIL import Image
+
+    w = WCS(naxis=2)
+    w.wcs.crpix, w.wcs.cdelt = [32.5, 32.5], [-0.01, 0.01]
+    w.wcs.crval, w.wcs.ctype = [128.73, 55.57], ["RA---SIN", "DEC--SIN"]
+    rows = []
+    for day, flux in ((2, 4.0), (0, 1.0), (1, 2.0)):  # inserted out of order on purpose
+        data = np.random.default_rng(day).normal(0, 0.01, (64, 64)).astype(np.float32)
+        data[31:34, 31:34] += flux
+        path = tmp_path / f"day{day}-image.fits"
+        fits.PrimaryHDU(data, w.to_header()).writeto(path)
+        rows.append((f"img{day}", str(path), f"2026-11-{25 + day} 08:00:00.000000"))
+    with sqlite3.connect(runtime.settings.db_path) as c:
+        c.executemany("INSERT INTO images (id, path, backend, params, created_at, pointing_ra_deg, pointing_dec_deg) "
+                      "VALUES (?, ?, 'builtin', '{}', ?, 128.73, 55.57)", rows)
+    status, gif, headers = await fetch(runtime, "/api/v1/images/img1/animation?size=32")
+    assert status == 200 and headers["Content-Type"] == "image/gif" and headers["X-Frames"] == "3"
+    im = Image.open(io.BytesIO(gif))
+    peaks = []
+    for k in range(im.n_frames):
+        im.seek(k)
+        grey = np.asarray(im.convert("L"), dtype=float)
+        peaks.append(grey[grey.shape[0] // 2 - 8: grey.shape[0] // 2 + 8, grey.shape[1] // 2 - 8:
+                          grey.shape[1] // 2 + 8].max())
+    assert peaks[0] < peaks[1] < peaks[2]  # oldest first, and brightening is visible: one scale for all
+    status, _, _ = await fetch(runtime, "/api/v1/images/img1/animation?ra=10&dec=-30")
+    assert status == 422

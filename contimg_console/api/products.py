@@ -24,9 +24,9 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from contimg_console.api.common import Ok, ms_route, rt
-from contimg_console.api.listing import NOT_MODIFIED
 from contimg_console.api.errors import ApiError
 from contimg_console.api.jobs import Provenance
+from contimg_console.api.listing import NOT_MODIFIED
 from contimg_console.api.routing import Router
 from engine.auth import Principal
 from engine.products import Products, ms_antenna_layout
@@ -462,11 +462,35 @@ async def cutout(request: web.Request, query: CutoutQuery) -> web.Response:
     return web.Response(body=data, content_type=ctype)
 
 
-@router.route("GET", "/api/v1/images/{image_id}/animation", summary="Animated cut-out (not available)",
-              role="public", tags=("images",), responses={501: "Not implemented"}, content_type="image/gif")
-async def animation(request: web.Request) -> web.Response:
-    await _image(request)
-    raise ApiError(501, "animated cut-outs are not produced by this pipeline yet", code="NOT_IMPLEMENTED")
+class AnimationQuery(BaseModel):
+    ra: float | None = Field(None, ge=0, lt=360, description="centre RA (deg); default: the image's pointing")
+    dec: float | None = Field(None, ge=-90, le=90, description="centre Dec (deg); default: the image's pointing")
+    size: int | None = Field(None, ge=16, le=1024, description="cut-out side in pixels; default: a quarter image")
+
+
+@router.route("GET", "/api/v1/images/{image_id}/animation", summary="Animated cut-out: this patch of sky in every "
+              "image covering it, in time order (GIF, one grey scale for all frames)", query=AnimationQuery,
+              role="public", tags=("images",), content_type="image/gif")
+async def animation(request: web.Request, query: AnimationQuery) -> web.Response:
+    from engine.imaging.animation import animated_cutout
+
+    i = await _image(request)
+    ra = query.ra if query.ra is not None else i.get("pointing_ra_deg")
+    dec = query.dec if query.dec is not None else i.get("pointing_dec_deg")
+    if ra is None or dec is None:
+        raise ApiError(422, "the image has no pointing recorded: give ra and dec", code="VALIDATION_FAILED")
+    prods = products(request)
+
+    def work() -> tuple[bytes, int]:
+        return animated_cutout(i, prods.list_images(), ra, dec, query.size)
+
+    try:
+        gif, n = await asyncio.to_thread(work)
+    except ValueError as exc:
+        raise ApiError(422, str(exc), code="VALIDATION_FAILED") from None
+    except OSError as exc:
+        raise ApiError(404, f"the image file cannot be read: {exc}", code="FILE_MISSING") from None
+    return web.Response(body=gif, content_type="image/gif", headers={"X-Frames": str(n)})
 
 
 # ---- sources --------------------------------------------------------------------------------
