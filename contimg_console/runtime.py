@@ -109,6 +109,8 @@ class Runtime:
             await self._start_api()
             if not s.read_only:  # the Jupyter page's server starts beside us; until it answers, 503 says so
                 self._jupyter_start = asyncio.create_task(self.jupyter.start(), name="jupyter-start")
+            elif s.jupyter.mode == "managed":
+                self.jupyter.unavailable = "a read-only console does not start a Jupyter server"
         if not s.read_only:
             await self.engine.start()
             if s.ingest.enabled:

@@ -164,9 +164,9 @@ def _groups_near(request: web.Request, t: datetime, window: timedelta) -> list[m
 @router.route("GET", "/api/v1/calibrator-imaging/calibrators/{name}/transits", summary="Transits of a calibrator",
               query=TransitQuery, response=list[TransitInfo], tags=("calibration",))
 async def transits(request: web.Request, query: TransitQuery) -> list[TransitInfo]:
-    from engine.calibration.transit import meridian_ra_deg
-
     import numpy as np
+
+    from engine.calibration.transit import meridian_ra_deg
 
     cal = await asyncio.to_thread(_cal, request, unquote(request.match_info["name"]))
     now = mjd(datetime.now(UTC))

@@ -18,8 +18,8 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from contimg_console.api.common import ms_route, rt
-from contimg_console.api.listing import NOT_MODIFIED
 from contimg_console.api.errors import ApiError
+from contimg_console.api.listing import NOT_MODIFIED
 from contimg_console.api.routing import Router
 from engine.auth import Principal
 from engine.errors import StateError

@@ -16,8 +16,8 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from contimg_console.api.common import Ok, require_user, rt
-from contimg_console.api.listing import NOT_MODIFIED
 from contimg_console.api.errors import ApiError
+from contimg_console.api.listing import NOT_MODIFIED
 from contimg_console.api.routing import Router
 from engine.auth import Principal
 from engine.queries import QueryError, SavedQueries
