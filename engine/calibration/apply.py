@@ -354,9 +354,10 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
         rfi_fraction = fr.new_fraction
         timings["flag"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = calibrator_model(cal, d.uvw, d.times, d.freqs, d.phase_centre, sign=model_sign)
+    # evaluated block by block inside the solve passes: the 0.7 GB cube is never stored
+    model = calibrator_model(cal, d.uvw, d.times, d.freqs, d.phase_centre, sign=model_sign, lazy=True)
     timings["model"] = time.perf_counter() - t0
-    peak = float(np.abs(model[:, d.ant1 != d.ant2][:, :1]).max()) if model.size else 0.0
+    peak = model.amplitude_max()
     expected = float(np.max(cal.flux_at(d.freqs)))
     if not peak > 0.05 * expected:   # beam power < 5 %: beyond the main lobe of the primary beam
         raise PermanentStageError(f"{ms_path}: calibrator {cal.name} is outside the primary beam main lobe "

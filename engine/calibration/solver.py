@@ -47,7 +47,7 @@ from .beam import SPEED_OF_LIGHT, airy_power, angular_separation
 from .catalogue import Calibrator
 
 __all__ = [
-    "SolveResult", "direction_cosines", "point_source_model", "calibrator_model",
+    "SolveResult", "direction_cosines", "point_source_model", "PointSourceModel", "calibrator_model",
     "stefcal", "choose_refant", "solve_calibration", "solution_intervals",
     "corrupt_model", "normalise_bandpass", "SIDEREAL_RATE_RAD_S",
 ]
@@ -66,59 +66,133 @@ def direction_cosines(ra: float, dec: float, ra0: float, dec0: float) -> tuple[f
     return l, m, n
 
 
+class PointSourceModel:
+    """Point-source visibilities ``S(t, nu) exp(sign 2 pi i (u l + v m + w (n - 1)) nu / c)``,
+    evaluated block by block on demand (the full (ntime, nbl, nchan) cube, 0.7 GB
+    for a full-size group, is never stored unless asked for).
+
+    ``block(t, b0, b1)`` gives (b1 - b0, nchan) complex64 for integration t;
+    indexing ``m[t]``, ``m[t, b0:b1]`` and other (time, baseline) selections
+    evaluate what they select; ``np.asarray(m)`` materialises the cube.  For
+    uniformly spaced channels each block costs two small tables of phase
+    factors and one complex multiply per sample.
+    """
+
+    ndim = 3
+    dtype = np.dtype(np.complex64)
+
+    def __init__(self, uvw_m: np.ndarray, freqs_hz: np.ndarray, lmn: tuple[float, float, float],
+                 flux: np.ndarray | float = 1.0, sign: float = +1.0):
+        uvw = np.asarray(uvw_m, dtype=np.float64)
+        self.freqs = np.asarray(freqs_hz, dtype=np.float64)
+        l, m, n = lmn
+        self.tau = (uvw[..., 0] * l + uvw[..., 1] * m + uvw[..., 2] * (n - 1.0)) / SPEED_OF_LIGHT   # (T, B) s
+        nt, nb = self.tau.shape
+        C = self.freqs.size
+        s = np.broadcast_to(np.asarray(flux, dtype=np.float64), (nt, C)) if np.ndim(flux) \
+            else np.full((nt, C), float(flux))
+        self.flux = np.ascontiguousarray(s, dtype=np.float64)
+        self._flux32 = self.flux.astype(np.float32)
+        self.shape = (nt, nb, C)
+        self.two_pi = 2.0 * np.pi * sign
+        df = self.freqs[1] - self.freqs[0] if C > 1 else 0.0
+        uniform = C > 1 and np.allclose(np.diff(self.freqs), df, rtol=0, atol=abs(df) * 1e-9)
+        blk = int(2 ** round(math.log2(math.sqrt(C)))) if uniform else 0
+        self._blk = blk if uniform and C % blk == 0 else 0
+        if self._blk:
+            na = C // blk
+            self._a_f = self.freqs[0] + blk * df * np.arange(na)
+            self._b_f = df * np.arange(blk)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def amplitude_max(self) -> float:
+        """Largest model amplitude (a point source has |M| = S(t, nu) on every baseline)."""
+        return float(np.max(np.abs(self.flux))) if self.flux.size else 0.0
+
+    def block(self, t: int, b0: int = 0, b1: int | None = None, out: np.ndarray | None = None,
+              chans=None) -> np.ndarray:
+        """Model of baselines b0:b1 at integration t, (nb, nchan) complex64 (into out if given);
+        ``chans`` (a slice or index array) evaluates only those channels."""
+        tau = self.tau[t, b0:b1]
+        nb = tau.size
+        if chans is not None:
+            f = self.freqs[chans]
+            cycles = np.multiply.outer(tau, f)
+            cycles -= np.round(cycles)
+            res = np.exp(1j * self.two_pi * cycles).astype(np.complex64)
+            res *= self._flux32[t, chans]
+            return res
+        C = self.shape[2]
+        if out is None:
+            out = np.empty((nb, C), np.complex64)
+        if self._blk:
+            # exp(i 2 pi tau (f0 + (a blk + b) df)) = exp(i 2 pi tau (f0 + a blk df)) * exp(i 2 pi tau b df)
+            blk = self._blk
+            cyc_a = np.multiply.outer(tau, self._a_f)
+            cyc_a -= np.round(cyc_a)
+            cyc_b = np.multiply.outer(tau, self._b_f)
+            cyc_b -= np.round(cyc_b)
+            ea = np.exp(1j * self.two_pi * cyc_a).astype(np.complex64)             # (nb, na)
+            eb = np.exp(1j * self.two_pi * cyc_b).astype(np.complex64)             # (nb, blk)
+            np.multiply(ea[:, :, None], eb[:, None, :], out=out.reshape(nb, C // blk, blk))
+            out *= self._flux32[t]
+            return out
+        cycles = np.multiply.outer(tau, self.freqs)
+        cycles -= np.round(cycles)
+        ph = (self.two_pi * cycles).astype(np.float32)
+        amp = self._flux32[t]
+        out.real = np.cos(ph) * amp
+        out.imag = np.sin(ph) * amp
+        return out
+
+    def materialise(self) -> np.ndarray:
+        nt, nb, C = self.shape
+        out = np.empty((nt, nb, C), dtype=np.complex64)
+        for t in range(nt):   # time slices keep temporaries small; each slice is fully vectorised
+            self.block(t, 0, nb, out=out[t])
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.materialise()
+        return a if dtype is None else a.astype(dtype)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        tk = key[0]
+        rest = key[1:]
+        if isinstance(tk, (int, np.integer)):
+            bk = rest[0] if rest else slice(None)
+            if isinstance(bk, slice) and bk.step in (None, 1):
+                b0, b1, _ = bk.indices(self.shape[1])
+                res = self.block(int(tk), b0, b1)
+                return res[(slice(None),) + rest[1:]] if len(rest) > 1 else res
+            full = self.block(int(tk))
+            return full[rest] if rest else full
+        ts = np.arange(self.shape[0])[tk]
+        return np.stack([self[int(t)][rest] if rest else self[int(t)] for t in np.atleast_1d(ts)])
+
+
 def point_source_model(uvw_m: np.ndarray, freqs_hz: np.ndarray, lmn: tuple[float, float, float],
                        flux: np.ndarray | float = 1.0, sign: float = +1.0) -> np.ndarray:
     """Point-source visibilities ``S(t, nu) exp(sign 2 pi i (u l + v m + w (n - 1)) nu / c)``.
 
     uvw_m: (ntime, nbl, 3) metres; flux: scalar, (nchan,) or (ntime, nchan).
-    Returns complex64 (ntime, nbl, nchan).  The sign follows the convention
+    Returns complex64 (ntime, nbl, nchan) (see :class:`PointSourceModel` for the
+    same values evaluated on demand).  The sign follows the convention
     ``V = S exp(+2 pi i (u l + v m + w (n-1)))``; pass ``sign=-1`` for data using
     the opposite one.
     """
-    uvw = np.asarray(uvw_m, dtype=np.float64)
-    freqs = np.asarray(freqs_hz, dtype=np.float64)
-    l, m, n = lmn
-    tau = (uvw[..., 0] * l + uvw[..., 1] * m + uvw[..., 2] * (n - 1.0)) / SPEED_OF_LIGHT  # (T, B) s
-    nt, nb = tau.shape
-    s = np.broadcast_to(np.asarray(flux, dtype=np.float64), (nt, freqs.size)) if np.ndim(flux) \
-        else np.full((nt, freqs.size), float(flux))
-    C = freqs.size
-    out = np.empty((nt, nb, C), dtype=np.complex64)
-    two_pi = 2.0 * np.pi * sign
-    df = freqs[1] - freqs[0] if C > 1 else 0.0
-    uniform = C > 1 and np.allclose(np.diff(freqs), df, rtol=0, atol=abs(df) * 1e-9)
-    blk = int(2 ** round(math.log2(math.sqrt(C)))) if uniform else 0
-    if uniform and C % blk == 0:
-        # exp(i 2 pi tau (f0 + (a blk + b) df)) = exp(i 2 pi tau (f0 + a blk df)) * exp(i 2 pi tau b df):
-        # two small tables and one complex multiply per sample
-        na = C // blk
-        a_f = freqs[0] + blk * df * np.arange(na)
-        b_f = df * np.arange(blk)
-        for t in range(nt):
-            cyc_a = np.multiply.outer(tau[t], a_f)
-            cyc_a -= np.round(cyc_a)
-            cyc_b = np.multiply.outer(tau[t], b_f)
-            cyc_b -= np.round(cyc_b)
-            ea = np.exp(1j * two_pi * cyc_a).astype(np.complex64)             # (nb, na)
-            eb = np.exp(1j * two_pi * cyc_b).astype(np.complex64)             # (nb, blk)
-            o = out[t].reshape(nb, na, blk)
-            np.multiply(ea[:, :, None], eb[:, None, :], out=o)
-            out[t] *= s[t].astype(np.float32)
-        return out
-    for t in range(nt):   # time slices keep temporaries small; each slice is fully vectorised
-        cycles = np.multiply.outer(tau[t], freqs)
-        cycles -= np.round(cycles)
-        ph = (two_pi * cycles).astype(np.float32)
-        amp = s[t].astype(np.float32)
-        out[t].real = np.cos(ph) * amp
-        out[t].imag = np.sin(ph) * amp
-    return out
+    return PointSourceModel(uvw_m, freqs_hz, lmn, flux, sign).materialise()
 
 
 def calibrator_model(cal: Calibrator, uvw_m: np.ndarray, times_s: np.ndarray, freqs_hz: np.ndarray,
                      phase_centre: tuple[float, float], *, pointing_dec: float | None = None,
                      pointing_ra_at_mid: float | None = None, t_mid: float | None = None,
-                     primary_beam: bool = True, sign: float = +1.0) -> np.ndarray:
+                     primary_beam: bool = True, sign: float = +1.0,
+                     lazy: bool = False) -> np.ndarray | PointSourceModel:
     """Model visibilities (ntime, nbl, nchan) of a catalogue calibrator.
 
     phase_centre: (ra, dec) radians (the MS FIELD PHASE_DIR).  The dishes point
@@ -127,6 +201,8 @@ def calibrator_model(cal: Calibrator, uvw_m: np.ndarray, times_s: np.ndarray, fr
     at mid-observation) at ``t_mid`` (default: mid of ``times_s``) and moves at the
     sidereal rate.  Flux includes the spectral index and the Airy beam power at
     the source's offset from the pointing at each time and frequency.
+    lazy: return a :class:`PointSourceModel` (evaluated block by block where it
+    is used; :func:`solve_calibration` accepts it) instead of the array.
     """
     ra0, dec0 = phase_centre
     times = np.asarray(times_s, dtype=np.float64)
@@ -140,7 +216,8 @@ def calibrator_model(cal: Calibrator, uvw_m: np.ndarray, times_s: np.ndarray, fr
         pra = pra_mid + SIDEREAL_RATE_RAD_S * (times - tm)
         off = angular_separation(pra, np.full_like(pra, pdec), cal.ra_rad, cal.dec_rad)   # (T,)
         flux = flux * airy_power(off[:, None], freqs[None, :])
-    return point_source_model(uvw_m, freqs, lmn, flux, sign=sign)
+    model = PointSourceModel(uvw_m, freqs, lmn, flux, sign=sign)
+    return model if lazy else model.materialise()
 
 
 # ----------------------------------------------------------------------------- StEFCal
@@ -214,7 +291,10 @@ def _stefcal_batch(A: np.ndarray, D: np.ndarray, g0: np.ndarray | None, *, max_i
             Aa, Da, cur = Aa[keep], Da[keep], cur[keep]
         sel = np.isin(cur, active) if cur.size != active.size else None
         ga = g[cur]
-        num = np.matmul(Aa, ga[:, :, None])[:, :, 0]
+        # two identical columns: OpenBLAS treats a (nant x nant) x (nant x 2) product as a small
+        # gemm and keeps it on the calling thread; a gemv of this size is split over its own
+        # threads, which collides with our worker threads (>10x slower under load)
+        num = np.matmul(Aa, np.stack([ga, ga], axis=2))[:, :, 0]
         den = np.matmul(Da, (ga.real ** 2 + ga.imag ** 2)[:, :, None])[:, :, 0]
         ok = den > 0
         gn = np.where(ok, num / np.where(ok, den, 1.0), 0.0).astype(cdt)
@@ -285,12 +365,14 @@ def _to_matrices(vals: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: int
 
 
 def _problem_matrices(vals: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: int,
-                      hermitian: bool, block: int = 64) -> np.ndarray:
-    """Like :func:`_to_matrices` but returns contiguous (nprob, nant, nant) matrices,
-    built a block of problems at a time (a cache-friendly transposition)."""
+                      hermitian: bool, out: np.ndarray | None = None, block: int = 16) -> np.ndarray:
+    """Like :func:`_to_matrices` but returns contiguous (nprob, nant, nant) matrices
+    (into ``out`` when given), built a few problems at a time (a cache-friendly
+    transposition)."""
     nbl, nprob = vals.shape
     dtype = np.complex64 if hermitian else np.float32
-    out = np.empty((nprob, nant, nant), dtype=dtype)
+    if out is None:
+        out = np.empty((nprob, nant, nant), dtype=dtype)
     i1 = ant1 * nant + ant2
     i2 = ant2 * nant + ant1
     scratch = np.zeros((nant * nant, min(block, nprob)), dtype=dtype)    # entries never set stay 0
@@ -305,32 +387,43 @@ def _problem_matrices(vals: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant
 
 
 def _solve_problems(Abl: np.ndarray, Dbl: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: int,
-                    g0: np.ndarray | None, *, max_iter: int, tol: float, threads: int = 1):
+                    g0: np.ndarray | None, *, max_iter: int, tol: float, threads: int = 1,
+                    group: int = 128):
     """StEFCal on problems given in baseline form: Abl (nbl, nprob) complex, Dbl (nbl, nprob)
-    real.  The problems are shared among ``threads`` threads, each building its own
-    matrices.  Returns (g (nprob, nant), iterations, den = sum_q D_pq |g_q|^2 (nprob, nant),
-    number of baselines with data per antenna (nprob, nant))."""
+    real.  Problems are solved in groups of ``group`` (matrices built into buffers reused
+    from group to group: bounded memory, no fresh pages) shared among ``threads``
+    threads.  Returns (g (nprob, nant), max iterations, den = sum_q D_pq |g_q|^2
+    (nprob, nant), number of baselines with data per antenna (nprob, nant))."""
     nprob = Abl.shape[1]
-    nthr = max(1, min(int(threads), nprob // 32))
-    edges = np.linspace(0, nprob, nthr + 1).astype(int)
+    groups = [(k0, min(nprob, k0 + group)) for k0 in range(0, nprob, group)]
+    nthr = max(1, min(int(threads), len(groups)))
+    g_out = np.empty((nprob, nant), np.complex64)
+    den = np.empty((nprob, nant))
+    nbl_ok = np.empty((nprob, nant), np.int64)
 
-    def work(i):
-        k0, k1 = edges[i], edges[i + 1]
-        Am = _problem_matrices(Abl[:, k0:k1], ant1, ant2, nant, True)
-        Dm = _problem_matrices(Dbl[:, k0:k1], ant1, ant2, nant, False)
-        g, it, _ = _stefcal_batch(Am, Dm, None if g0 is None else g0[k0:k1], max_iter=max_iter, tol=tol)
-        a2 = (np.abs(g) ** 2).astype(np.float32)
-        den = np.matmul(Dm, a2[:, :, None])[:, :, 0].astype(np.float64)
-        nbl_ok = np.count_nonzero(Dm > 0, axis=2)
-        return g, it, den, nbl_ok
+    def work(share):
+        n = max(k1 - k0 for k0, k1 in share)
+        Abuf = np.empty((n, nant, nant), np.complex64)
+        Dbuf = np.empty((n, nant, nant), np.float32)
+        its = 0
+        for k0, k1 in share:
+            Am = _problem_matrices(Abl[:, k0:k1], ant1, ant2, nant, True, Abuf[:k1 - k0])
+            Dm = _problem_matrices(Dbl[:, k0:k1], ant1, ant2, nant, False, Dbuf[:k1 - k0])
+            g, it, _ = _stefcal_batch(Am, Dm, None if g0 is None else g0[k0:k1], max_iter=max_iter, tol=tol)
+            its = max(its, it)
+            a2 = (np.abs(g) ** 2).astype(np.float32)
+            g_out[k0:k1] = g
+            den[k0:k1] = np.matmul(Dm, a2[:, :, None])[:, :, 0]
+            nbl_ok[k0:k1] = np.count_nonzero(Dm > 0, axis=2)
+        return its
 
+    shares = [groups[i::nthr] for i in range(nthr)]
     if nthr == 1:
-        res = [work(0)]
+        its = [work(shares[0])]
     else:
         with ThreadPoolExecutor(max_workers=nthr) as ex:
-            res = list(ex.map(work, range(nthr)))
-    return (np.concatenate([r[0] for r in res]), max(r[1] for r in res),
-            np.concatenate([r[2] for r in res]), np.concatenate([r[3] for r in res]))
+            its = list(ex.map(work, shares))
+    return g_out, max(its), den, nbl_ok
 
 
 def _reference(sol: np.ndarray, sflags: np.ndarray, ranking: np.ndarray) -> np.ndarray:
@@ -517,6 +610,7 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     ones_c = np.ones(bs, np.complex64)
     ones_f = np.ones(bs, np.float32)
     Pm = 1 if model.ndim == 3 else P
+    lazy_model = isinstance(model, PointSourceModel)
     nbk = max(1, int(block_baselines))
     chunks = [(b0, min(Nb, b0 + nbk)) for b0 in range(0, Nb, nbk)]
     chunks = [c for c in chunks if cross[c[0]:c[1]].any()]
@@ -531,43 +625,53 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
             return list(ex.map(work, shares))
 
     class Buffers:
-        """Per-thread scratch arrays for one block of baselines at one time."""
+        """Per-thread scratch arrays for one block of baselines at one integration,
+        layout (bl, pol, chan)."""
         def __init__(self):
             self.V = np.empty((nbk, P, C), np.complex64)       # data, (bl, pol, chan)
-            self.Y = np.empty((nbk, P, C), np.complex64)       # w V conj(M)
-            self.W = np.empty((nbk, P, C), np.float32)         # w |M|^2
             self.F = np.empty((nbk, P, C), bool)               # flags
             self.Mc = np.empty((nbk, Pm, C), np.complex64)     # conj(M)
             self.M2 = np.empty((nbk, Pm, C), np.float32)       # |M|^2
             self.Mn = np.empty((nbk, Pm, C), np.complex64)     # M
             self.S = np.empty((nbk, Pm, 2 * C), np.float32)
+            self.Mblk = np.empty((nbk, C), np.complex64) if lazy_model else None
             self.R = np.empty((nbk, P, C), np.complex64)
             self.Q = np.empty((nbk, P, C), np.float32)
             self.N = np.empty((nbk, P, C), bool)
+            self.Y = np.empty((nbk, P, C), np.complex64)       # w V conj(M)
+            self.W = np.empty((nbk, P, C), np.float32)         # w |M|^2
 
         def load(self, t, b0, b1):
             """Fill V, F, Y, W for baselines b0:b1 at time t; returns views."""
             n = b1 - b0
-            V, Y, W, F, Mc, M2 = (self.V[:n], self.Y[:n], self.W[:n], self.F[:n], self.Mc[:n], self.M2[:n])
+            V, F, Mc, M2 = self.V[:n], self.F[:n], self.Mc[:n], self.M2[:n]
+            Y, W = self.Y[:n], self.W[:n]
             np.copyto(V, vis[t, b0:b1].transpose(0, 2, 1))
             np.copyto(F, fl[t, b0:b1].transpose(0, 2, 1))
-            m = model[t, b0:b1]
-            np.conjugate(m[:, None, :] if Pm == 1 else m.transpose(0, 2, 1), out=Mc)
-            Mf = Mc.view(np.float32)
-            S = self.S[:n]
-            np.multiply(Mf, Mf, out=S)
-            np.add(S[..., 0::2], S[..., 1::2], out=M2)
+            if lazy_model:
+                m = model.block(t, b0, b1, out=self.Mblk[:n])
+                np.conjugate(m[:, None, :], out=Mc)
+                np.copyto(W, flux2[t])                       # |M|^2 of a point source: S(t, nu)^2
+            else:
+                m = model[t, b0:b1]
+                np.conjugate(m[:, None, :] if Pm == 1 else m.transpose(0, 2, 1), out=Mc)
+                Mf = Mc.view(np.float32)
+                S = self.S[:n]
+                np.multiply(Mf, Mf, out=S)
+                np.add(S[..., 0::2], S[..., 1::2], out=M2)
+                np.copyto(W, M2)
             np.multiply(V, Mc, out=Y)
             np.copyto(Y, 0, where=F)
-            np.copyto(W, M2)
             np.copyto(W, 0, where=F)
             return V, Y, W, F, Mc
 
+    flux2 = (model._flux32 ** 2) if lazy_model else None
+
     def blocksum(x, ones):
-        n = x.shape[0]
-        # batched small products (a single large gemv would start OpenBLAS threads
-        # inside our worker threads and oversubscribe the cores)
-        return np.matmul(x.reshape(n * P, NB, bs), ones).reshape(n, P, NB)
+        """Sums over channel blocks: (..., C) -> (..., NB).  Batched small products (one
+        large gemv would start OpenBLAS threads inside our worker threads)."""
+        lead = x.shape[:-1]
+        return np.matmul(x.reshape(-1, NB, bs), ones).reshape(lead + (NB,))
 
     # ---- pass 1: time sums A1, D1 (bl, P, C) and coarse spectra Z1, Z1w (T, bl, P, NB)
     t0 = time.perf_counter()
@@ -579,9 +683,10 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     def pass1(share):
         buf = Buffers()
         for b0, b1 in share:
+            n = b1 - b0
             for attempt in range(2):
-                A = np.zeros((b1 - b0, P, C), np.complex64)
-                D = np.zeros((b1 - b0, P, C), np.float32)
+                A = np.zeros((n, P, C), np.complex64)
+                D = np.zeros((n, P, C), np.float32)
                 for t in range(T):
                     _, Y, W, _, _ = buf.load(t, b0, b1)
                     A += Y
@@ -672,7 +777,7 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         for t in times_sample:
             g = G[tidx[t]]
             gg = g[a1c] * np.conj(g[a2c])
-            mt = model[t][:, cs][cross]
+            mt = (model.block(t, chans=cs) if lazy_model else model[t][:, cs])[cross]
             m = mt[:, None, :] if Pm == 1 else mt.transpose(0, 2, 1)
             r = vis[t][:, cs][cross].transpose(0, 2, 1) - m * bbs * gg[:, :, None]
             ok = ~fl[t][:, cs][cross].transpose(0, 2, 1)
@@ -696,41 +801,45 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     Ws = np.einsum("tbpk,bpk->tbp", Z1w, (np.abs(beta) ** 2).astype(np.float32))
     iters["gains_s"] += time.perf_counter() - t0
     G, Gflag, Gden = solve_G(Zs, Ws, None)
-    del Z1, Z1w, Zs, Ws
+    del Zs, Ws, beta
 
     stat_times = set(np.unique(np.linspace(0, T - 1, min(T, 8)).astype(int)).tolist())
 
-    def pass2(bbA, G, flag_outliers, thr2):
+    def pass2(bbA, G, flag_outliers, thr2, A, D, Z, Zw):
         """Flag outliers with (B, G); return G-weighted sums A, D (Nb, P, C) for the next B,
         B-weighted coarse spectra Z, Zw (T, Nb, P, NB) of the cleaned data, baseline
         residual statistics and the number of new flags."""
-        bbc = np.conj(bbA)
-        bb2 = (bbA.real ** 2 + bbA.imag ** 2).astype(np.float32)
-        A = np.zeros((Nb, P, C), np.complex64)
-        D = np.zeros((Nb, P, C), np.float32)
-        Z = np.zeros((T, Nb, P, NB), np.complex64)
-        Zw = np.zeros((T, Nb, P, NB), np.float32)
+        for x in (A, D, Z, Zw):   # buffers of pass 1, reused (their pages are mapped already)
+            x[...] = 0
         blsum = np.zeros((Nb, P))
         blcnt = np.zeros((Nb, P))
         thr = np.sqrt(thr2)[:, None] if flag_outliers else None
         ones_q = np.ones(C, np.float32)
 
+        gt = G[tidx]                                                          # (T, nant, P)
+
         def work(share):
             buf = Buffers()
+            bbc_b = np.empty((nbk, P, C), np.complex64)
+            bb2_b = np.empty((nbk, P, C), np.float32)
             n_new = 0
             for b0, b1 in share:
                 n = b1 - b0
-                Ac = A[b0:b1]
-                Dc = D[b0:b1]
                 a1b, a2b = ant1[b0:b1], ant2[b0:b1]
-                bbA_c, bbc_c, bb2_c = bbA[b0:b1], bbc[b0:b1], bb2[b0:b1]
+                bbA_c = bbA[b0:b1]
                 R, Q, N = buf.R[:n], buf.Q[:n], buf.N[:n]
+                ggt = (gt[:, a1b] * np.conj(gt[:, a2b])).transpose(1, 2, 0)       # (n, P, T)
+                ggc = np.conj(ggt)
+                gg2 = (ggt.real ** 2 + ggt.imag ** 2).astype(np.float32)
+                Ac, Dc = A[b0:b1], D[b0:b1]
+                bbc_c = np.conjugate(bbA_c, out=bbc_b[:n])
+                bb2_c = bb2_b[:n]
+                np.multiply(bbA_c.real, bbA_c.real, out=bb2_c)
+                bb2_c += bbA_c.imag * bbA_c.imag
                 for t in range(T):
                     V, Y, W, F, Mc = buf.load(t, b0, b1)
-                    g = G[tidx[t]]
-                    gg = g[a1b] * np.conj(g[a2b])                                 # (n, P)
                     if flag_outliers:
-                        np.multiply(bbA_c, gg[:, :, None], out=R)
+                        np.multiply(bbA_c, ggt[:, :, t, None], out=R)
                         np.multiply(R, np.conjugate(Mc, out=buf.Mn[:n]), out=R)
                         np.subtract(V, R, out=R)
                         Rf = R.view(np.float32)
@@ -751,10 +860,12 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
                             np.copyto(Q, 0, where=F)
                             blsum[b0:b1] += np.matmul(Q, ones_q)
                             blcnt[b0:b1] += C - np.count_nonzero(F, axis=2)
-                    np.multiply(Y, np.conj(gg)[:, :, None], out=R)
+                    # G-weighted time sums for the next bandpass
+                    np.multiply(Y, ggc[:, :, t, None], out=R)
                     Ac += R
-                    np.multiply(W, (gg.real ** 2 + gg.imag ** 2).astype(np.float32)[:, :, None], out=Q)
+                    np.multiply(W, gg2[:, :, t, None], out=Q)
                     Dc += Q
+                    # B-weighted coarse spectra of the cleaned data, for the gains
                     np.multiply(Y, bbc_c, out=R)
                     Z[t, b0:b1] = blocksum(R, ones_c)
                     np.multiply(W, bb2_c, out=Q)
@@ -776,7 +887,7 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
             thr2 = (outlier_sigma ** 2 * sig2 / 2.0).astype(np.float32)                   # (P,)
         if r > 1:
             bb_cur = bb_of(Bi)
-        A, D, Z, Zw, blsum, blcnt, n_new = pass2(bb_cur, G, flag_out, thr2)
+        A, D, Z, Zw, blsum, blcnt, n_new = pass2(bb_cur, G, flag_out, thr2, A1, D1, Z1, Z1w)
         if flag_out:
             nok = blcnt[cross]                                                # (Nbc, P)
             mean_amp = np.where(nok > 0, blsum[cross] / np.maximum(nok, 1), np.nan)
@@ -801,16 +912,15 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         bb_old = bb_cur
         B_old = Bi
         Bi, Bflag_i, Bden_i = solve_B(A, D, Bi)
-        del A, D
         t0 = time.perf_counter()
         ratio = np.where((B_old != 0) & ~Bflag_i, Bi / np.where(B_old != 0, B_old, 1), 0)   # (nant, P, C)
         rho = ratio[ant1] * np.conj(ratio[ant2])
-        w = D1 * (bb_old.real ** 2 + bb_old.imag ** 2)
+        w = D * (bb_old.real ** 2 + bb_old.imag ** 2)     # G-weighted time sums of w |M|^2
         rho_k = block_means(rho, w).astype(np.complex64)
         rho2_k = block_means(rho.real ** 2 + rho.imag ** 2, w).astype(np.float32)
         Zs = np.einsum("tbpk,bpk->tbp", Z, np.conj(rho_k))
         Ws = np.einsum("tbpk,bpk->tbp", Zw, rho2_k)
-        del Z, Zw, rho, w, bb_old, bb_cur
+        del rho, w, bb_old, bb_cur
         iters["gains_s"] += time.perf_counter() - t0
         G, Gflag, Gden = solve_G(Zs, Ws, G)
         r += 1
