@@ -323,3 +323,65 @@ def storage_trend(db: Database, settings: Settings, days: float, now: datetime |
     return {"mount_point": str(settings.data_dir), "data_points": points, "growth_rate_bytes_per_day": rate,
             "days_until_full": (du.free / rate) if rate > 0 else None,
             "period_start": points[0]["timestamp"], "period_end": points[-1]["timestamp"]}
+
+
+# ---- calibrator flux monitoring --------------------------------------------------------------------------
+STABLE_STD = 0.05  # a calibrator is stable when its ratio scatters less than this and stays within the alert band
+
+
+def _ratio_stats(ratios: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    r = np.asarray(ratios, dtype=float)
+    return {"mean_flux_ratio": float(r.mean()), "std_flux_ratio": float(r.std()),
+            "min_flux_ratio": float(r.min()), "max_flux_ratio": float(r.max())}
+
+
+def flux_monitoring_summary(db: Database, alert_fraction: float) -> dict[str, Any]:
+    """Per calibrator: how many times it was measured in calibrated images and how its observed/catalogue
+    flux ratio behaves (engine/processing/stage_image.py measures it)."""
+    with db.session() as s:
+        rows = s.execute(select(m.CalibratorFlux.calibrator_name, m.CalibratorFlux.mjd, m.CalibratorFlux.flux_ratio,
+                                m.CalibratorFlux.created_at).order_by(m.CalibratorFlux.mjd)).all()
+        alerts = dict(s.execute(select(m.Alert.calibrator_name, func.count()).where(
+            m.Alert.alert_type == "calibrator_flux").group_by(m.Alert.calibrator_name)).all())
+    by_name: dict[str, list[Any]] = {}
+    for r in rows:
+        by_name.setdefault(r[0], []).append(r)
+    cals = []
+    for name, rs in sorted(by_name.items()):
+        st = _ratio_stats([r[2] for r in rs])
+        cals.append({"calibrator_name": name, "n_measurements": len(rs), "latest_mjd": rs[-1][1],
+                     "latest_flux_ratio": rs[-1][2], "mean_flux_ratio": st["mean_flux_ratio"],
+                     "flux_ratio_std": st["std_flux_ratio"],
+                     "is_stable": st["std_flux_ratio"] <= STABLE_STD
+                     and all(abs(r[2] - 1) <= alert_fraction for r in rs[-5:]),
+                     "alerts_count": int(alerts.get(name, 0))})
+    out: dict[str, Any] = {"calibrators": cals, "total_measurements": len(rows),
+                           "total_alerts": int(sum(alerts.values())),
+                           "last_check_time": max((r[3] for r in rows), default=None)}
+    if not rows:
+        out["message"] = ("no calibrator has been measured in a calibrated image yet: measurements come from "
+                          "images whose field holds a catalogue calibrator")
+    return out
+
+
+def flux_history(db: Database, name: str, days: float) -> dict[str, Any] | None:
+    from astropy.time import Time
+
+    since = Time(datetime.now(UTC)).mjd - days
+    with db.session() as s:
+        known = s.scalar(select(m.CalibratorFlux.calibrator_name).where(
+            m.CalibratorFlux.calibrator_name == name).limit(1))
+        if known is None:
+            return None
+        rows = s.scalars(select(m.CalibratorFlux).where(m.CalibratorFlux.calibrator_name == name,
+                                                        m.CalibratorFlux.mjd >= since)
+                         .order_by(m.CalibratorFlux.mjd)).all()
+        meas = [{"mjd": r.mjd, "timestamp_iso": Time(r.mjd, format="mjd").to_datetime(timezone=UTC),
+                 "flux_ratio": r.flux_ratio, "observed_flux_jy": r.observed_flux_jy,
+                 "catalog_flux_jy": r.catalog_flux_jy, "phase_rms_deg": r.phase_rms_deg, "amp_rms": r.amp_rms,
+                 "image_id": r.image_id, "beam_gain": r.beam_gain, "snr": r.snr} for r in rows]
+    stats = _ratio_stats([x["flux_ratio"] for x in meas]) if meas else {
+        "mean_flux_ratio": None, "std_flux_ratio": None, "min_flux_ratio": None, "max_flux_ratio": None}
+    return {"calibrator_name": name, "measurements": meas, "stats": stats}

@@ -110,6 +110,8 @@ class CalibrationSettings(_Section):
     solint_s: float | None = None  # None: one gain solution per integration
     refant: int | None = None
     catalogue_files: list[Path] = Field(default_factory=list)
+    # calibrator flux monitoring: a measured/catalogue ratio further than this from 1 raises an alert
+    flux_alert_fraction: float = Field(0.2, gt=0, le=10)
     qa_min_snr: float = Field(10.0, ge=0)
     qa_max_flagged_fraction: float = Field(0.3, ge=0, le=1)
     qa_min_antenna_fraction: float = Field(0.8, ge=0, le=1)

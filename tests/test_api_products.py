@@ -121,3 +121,45 @@ async def test_image_writes(prt: Any) -> None:
             assert next(i for i in await resp.json() if i["id"] == iid)["qa_grade"] == "fail"
         async with http.get(prt.api_url + "/api/v1/images", headers={"If-None-Match": etag}) as resp:
             assert resp.status == 304
+
+
+async def test_calibrator_flux_measured_in_a_wide_image_and_served(prt: Any, tmp_path: Path) -> None:
+    """J0834+5534 lies 1 deg from the pointing, outside the flow's narrow images: image the calibrated
+    calibrator MS wide, measure it as the measure stage does (beam-corrected over the drift), and serve it."""
+    import asyncio
+
+    from engine.calibration.catalogue import find_calibrator
+    from engine.db import models as m
+    from engine.imaging.pipeline import image_ms
+    from engine.processing.stage_image import _record_calibrator_flux, calibrator_fluxes
+
+    with prt.db.session() as s:
+        ms = s.query(m.MeasurementSet).order_by(m.MeasurementSet.start_mjd).first()
+        group = s.get(m.ObservationGroup, ms.group_id)
+        img = s.query(m.Image).filter(m.Image.group_id == group.id).one()
+        ms_path, track_s = ms.path, (ms.end_mjd - ms.start_mjd) * 86400
+    out = await asyncio.to_thread(image_ms, ms_path, str(tmp_path), {"fov_deg": 2.4, "niter": 300,
+                                                                     "pixels_per_beam": 2.5})
+    with fits.open(out["products"]["image"]) as hdul:
+        plane, header = hdul[0].data[0, 0], hdul[0].header
+    c = find_calibrator("J0834+5534")
+    cal = {"name": c.name, "ra_deg": c.ra_deg, "dec_deg": c.dec_deg, "flux_jy": c.flux_jy, "freq_ghz": c.freq_ghz,
+           "spectral_index": c.spectral_index}
+    rows = calibrator_fluxes(plane, header, [cal], (header["CRVAL1"], header["CRVAL2"]), track_s)
+    assert len(rows) == 1 and 0.5 < rows[0]["beam_gain"] < 0.8 and abs(rows[0]["offset_deg"] - 1.0) < 0.05
+    assert abs(rows[0]["flux_ratio"] - 1) < 0.05, rows  # simulated at the catalogue's flux
+
+    with prt.db.session() as s:  # record it, and a bad one that must raise an alert
+        g, i = s.get(m.ObservationGroup, group.id), s.get(m.Image, img.id)
+        _record_calibrator_flux(s, g, i, 60953.6457, rows + [{**rows[0], "flux_ratio": 0.6,
+                                                               "observed_flux_jy": 3.0}], prt.settings)
+    status, fm, _ = await get(prt, "/api/v1/health/flux-monitoring")
+    entry = fm["calibrators"][0]
+    assert status == 200 and entry["calibrator_name"] == "J0834+5534" and entry["n_measurements"] == 2
+    assert entry["alerts_count"] == 1 and entry["is_stable"] is False and fm["total_alerts"] == 1
+    status, hist, _ = await get(prt, f"/api/v1/health/flux-monitoring/{quote('J0834+5534', safe='')}/history",
+                                params={"days": 3650})
+    assert status == 200 and len(hist["measurements"]) == 2 and hist["stats"]["min_flux_ratio"] == 0.6
+    assert hist["measurements"][0]["phase_rms_deg"] is not None  # QA of the set that calibrated the image
+    status, _, _ = await get(prt, "/api/v1/health/flux-monitoring/3C999/history")
+    assert status == 404

@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, free_port
 from test_serve import wait_for_health
 
-EXCLUDE = r"/ws/|/download|/metrics$|flux-monitoring/.+/history"
+EXCLUDE = r"/ws/|/download|/metrics$"
 
 
 @pytest.mark.timeout(900)

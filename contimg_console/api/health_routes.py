@@ -6,6 +6,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -110,12 +111,53 @@ class ValidityTimeline(BaseModel):
     message: str | None = None
 
 
+class FluxCalibrator(BaseModel):
+    calibrator_name: str
+    n_measurements: int
+    latest_mjd: float | None = None
+    latest_flux_ratio: float | None = None
+    mean_flux_ratio: float | None = None
+    flux_ratio_std: float | None = None
+    is_stable: bool
+    alerts_count: int
+
+
 class FluxMonitoringSummary(BaseModel):
-    calibrators: list[dict[str, Any]]
+    calibrators: list[FluxCalibrator]
     total_measurements: int | None = None
     total_alerts: int | None = None
     last_check_time: datetime | None = None
     message: str | None = None
+
+
+class FluxMeasurement(BaseModel):
+    mjd: float
+    timestamp_iso: datetime
+    flux_ratio: float
+    observed_flux_jy: float
+    catalog_flux_jy: float
+    phase_rms_deg: float | None = None
+    amp_rms: float | None = None
+    image_id: str | None = None
+    beam_gain: float | None = None
+    snr: float | None = None
+
+
+class FluxStats(BaseModel):
+    mean_flux_ratio: float | None
+    std_flux_ratio: float | None
+    min_flux_ratio: float | None
+    max_flux_ratio: float | None
+
+
+class FluxHistory(BaseModel):
+    calibrator_name: str
+    measurements: list[FluxMeasurement]
+    stats: FluxStats
+
+
+class FluxHistoryQuery(BaseModel):
+    days: float = Field(30, gt=0, le=3650)
 
 
 class Transit(BaseModel):
@@ -340,18 +382,25 @@ async def validity_timeline(request: web.Request, query: TimelineQuery) -> Valid
                                                       query.hours_forward))
 
 
-@router.route("GET", "/api/v1/health/flux-monitoring", summary="Calibrator flux monitoring",
-              response=FluxMonitoringSummary, tags=("health", "calibration"))
+@router.route("GET", "/api/v1/health/flux-monitoring", summary="Calibrator flux monitoring: observed over catalogue "
+              "flux of calibrators measured in calibrated images", response=FluxMonitoringSummary,
+              tags=("health", "calibration"))
 async def flux_monitoring(request: web.Request) -> FluxMonitoringSummary:
-    return FluxMonitoringSummary(calibrators=[], total_measurements=0, total_alerts=0,
-                                 message="calibrator flux monitoring is not measured by this pipeline yet")
+    runtime = rt(request)
+    data = await asyncio.to_thread(monitoring.flux_monitoring_summary, runtime.db,
+                                   runtime.settings.calibration.flux_alert_fraction)
+    return FluxMonitoringSummary(**data)
 
 
 @router.route("GET", "/api/v1/health/flux-monitoring/{calibrator_name}/history",
-              summary="Flux history of one calibrator (not measured yet)", role="viewer", tags=("health",),
-              responses={501: "Not implemented"}, response={"type": "object"})
-async def flux_history(request: web.Request) -> None:
-    raise ApiError(501, "calibrator flux monitoring is not measured by this pipeline yet", code="NOT_IMPLEMENTED")
+              summary="Flux measurements of one calibrator", query=FluxHistoryQuery, response=FluxHistory,
+              tags=("health", "calibration"))
+async def flux_history(request: web.Request, query: FluxHistoryQuery) -> FluxHistory:
+    name = unquote(request.match_info["calibrator_name"])
+    data = await asyncio.to_thread(monitoring.flux_history, rt(request).db, name, query.days)
+    if data is None:
+        raise ApiError(404, f"calibrator {name!r} has never been measured", code="NOT_FOUND")
+    return FluxHistory(**data)
 
 
 @router.route("GET", "/api/v1/health/pointing", summary="Current LST and upcoming calibrator transits",

@@ -689,3 +689,27 @@ class WorkflowTask(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | spawned | cancelled
 
     workflow: Mapped[Workflow] = relationship(back_populates="tasks")
+
+
+# --------------------------------------------------------------------------- calibrator flux monitoring
+class CalibratorFlux(Base):
+    """A catalogue calibrator measured in a calibrated image: observed over catalogue flux, beam-corrected."""
+
+    __tablename__ = "calibrator_flux"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    calibrator_name: Mapped[str] = mapped_column(String(64), index=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    group_id: Mapped[str | None] = mapped_column(String(64))
+    mjd: Mapped[float] = mapped_column(Float, index=True)
+    freq_hz: Mapped[float] = mapped_column(Float)
+    observed_flux_jy: Mapped[float] = mapped_column(Float)  # corrected for the primary beam
+    apparent_flux_jy: Mapped[float] = mapped_column(Float)  # as measured in the image
+    catalog_flux_jy: Mapped[float] = mapped_column(Float)  # at freq_hz from the catalogue's power law
+    flux_ratio: Mapped[float] = mapped_column(Float)
+    beam_gain: Mapped[float] = mapped_column(Float)
+    offset_deg: Mapped[float] = mapped_column(Float)
+    snr: Mapped[float | None] = mapped_column(Float)
+    cal_sets: Mapped[list[Any]] = mapped_column(default=list)
+    phase_rms_deg: Mapped[float | None] = mapped_column(Float)
+    amp_rms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

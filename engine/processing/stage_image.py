@@ -109,7 +109,74 @@ def prepare_measure(s: Any, group: m.ObservationGroup, settings: Any) -> dict[st
             if abs(dra) <= half:
                 known.append((sid, ra, dec))
     return {"image": img.path, "image_id": img.id, "qa_grade": img.qa_grade, "known": known,
-            "min_snr": settings.sources.detect_snr}
+            "min_snr": settings.sources.detect_snr, "calibrators": _calibrators_in(img, settings),
+            "track_s": _track_s(s, group)}
+
+
+def _track_s(s: Any, group: m.ObservationGroup) -> float:
+    """How long the sky drifted through the beam during the group (the MS's time span)."""
+    ms = s.scalar(select(m.MeasurementSet).where(m.MeasurementSet.group_id == group.id))
+    if ms is not None and ms.start_mjd is not None and ms.end_mjd is not None:
+        return max(0.0, (ms.end_mjd - ms.start_mjd) * 86400.0)
+    return 0.0
+
+
+def _calibrators_in(img: m.Image, settings: Any) -> list[dict[str, Any]]:
+    """Catalogue calibrators inside the image (flux monitoring): name, position and power law."""
+    from engine.calibration.catalogue import merged_catalogue
+
+    if img.pointing_dec_deg is None or img.pointing_ra_deg is None:
+        return []
+    half = (img.params or {}).get("fov_deg", 3.5) / 2
+    cosd = max(math.cos(math.radians(img.pointing_dec_deg)), 1e-3)
+    out = []
+    for cal in merged_catalogue(settings.calibration.catalogue_files or None):
+        dra = ((cal.ra_deg - img.pointing_ra_deg + 180) % 360 - 180) * cosd
+        if abs(dra) <= half and abs(cal.dec_deg - img.pointing_dec_deg) <= half:
+            out.append({"name": cal.name, "ra_deg": cal.ra_deg, "dec_deg": cal.dec_deg, "flux_jy": cal.flux_jy,
+                        "freq_ghz": cal.freq_ghz, "spectral_index": cal.spectral_index})
+    return out
+
+
+SIDEREAL_DEG_PER_S = 360.0 / 86164.0905
+
+
+def calibrator_fluxes(plane: np.ndarray, header: Any, cals: list[dict[str, Any]], pointing: tuple[float, float],
+                      track_s: float = 0.0, min_beam_gain: float = 0.5,
+                      min_snr: float = 5.0) -> list[dict[str, Any]]:
+    """Forced photometry of calibrators, divided by the primary-beam gain (the images are not
+    beam-corrected). The dishes stay at the meridian while the sky drifts, so the gain is the Airy power
+    averaged over the source's track during the group (``track_s`` around the phase centre's transit).
+    Only where that gain is at least ``min_beam_gain`` and the SNR at least ``min_snr``, so the ratio is
+    not dominated by the beam model's edge or by noise."""
+    from engine.calibration.beam import airy_power, angular_separation
+    from engine.sources.photometry import forced_photometry
+
+    if not cals:
+        return []
+    freq = float(header.get("CRVAL3") or 1.4e9) if str(header.get("CTYPE3", "FREQ")).startswith("FREQ") else 1.4e9
+    rows = forced_photometry(plane, header, [c["ra_deg"] for c in cals], [c["dec_deg"] for c in cals])
+    out = []
+    for cal, row in zip(cals, rows, strict=True):
+        flux, snr = row.get("flux_jy"), row.get("snr")
+        if not row.get("inside") or flux is None or not np.isfinite(flux) or snr is None or snr < min_snr:
+            continue
+        offset = float(angular_separation(math.radians(pointing[0]), math.radians(pointing[1]),
+                                          math.radians(cal["ra_deg"]), math.radians(cal["dec_deg"])))
+        t = np.linspace(-track_s / 2, track_s / 2, 41) if track_s > 0 else np.zeros(1)
+        beam_ra = np.radians(pointing[0] + t * SIDEREAL_DEG_PER_S)  # where the meridian points at time t
+        seps = angular_separation(beam_ra, math.radians(pointing[1]), math.radians(cal["ra_deg"]),
+                                  math.radians(cal["dec_deg"]))
+        gain = float(np.mean(airy_power(seps, freq)))
+        if gain < min_beam_gain:
+            continue
+        alpha = cal["spectral_index"] or 0.0
+        catalog = cal["flux_jy"] * (freq / (cal["freq_ghz"] * 1e9)) ** alpha
+        out.append({"name": cal["name"], "freq_hz": freq, "apparent_flux_jy": float(flux),
+                    "observed_flux_jy": float(flux) / gain, "catalog_flux_jy": float(catalog),
+                    "flux_ratio": float(flux) / gain / float(catalog), "beam_gain": gain,
+                    "offset_deg": math.degrees(offset), "snr": float(snr)})
+    return out
 
 
 def run_measure(params: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +206,14 @@ def run_measure(params: dict[str, Any]) -> dict[str, Any]:
                 forced.append({"source_id": sid, **row})
     log.info("found %d sources above %.0f sigma; forced photometry at %d known positions", len(detections),
              params["min_snr"], len(forced))
-    return _clean({"detections": detections, "forced": forced})
+    cal_flux = []
+    if params.get("calibrators") and "CRVAL1" in header:
+        cal_flux = calibrator_fluxes(plane, header, params["calibrators"],
+                                     (float(header["CRVAL1"]), float(header["CRVAL2"])), params.get("track_s", 0.0))
+        for c in cal_flux:
+            log.info("calibrator %s: %.3f Jy observed (beam-corrected, gain %.2f) vs %.3f Jy catalogue: ratio %.3f",
+                     c["name"], c["observed_flux_jy"], c["beam_gain"], c["catalog_flux_jy"], c["flux_ratio"])
+    return _clean({"detections": detections, "forced": forced, "calibrator_flux": cal_flux})
 
 
 def record_measure(s: Any, group: m.ObservationGroup, outcome: dict[str, Any], settings: Any) -> None:
@@ -186,6 +260,39 @@ def record_measure(s: Any, group: m.ObservationGroup, outcome: dict[str, Any], s
     s.flush()
     for sid in touched:
         update_source_stats(s, sid, img.id)
+    _record_calibrator_flux(s, group, img, mjd, outcome.get("calibrator_flux") or [], settings)
+
+
+def _record_calibrator_flux(s: Any, group: m.ObservationGroup, img: m.Image, mjd: float,
+                            rows: list[dict[str, Any]], settings: Any) -> None:
+    """Store each calibrator measurement with the QA of the calibration that produced the image; a ratio
+    off by more than ``calibration.flux_alert_fraction`` raises an alert naming the calibrator."""
+    s.query(m.CalibratorFlux).filter(m.CalibratorFlux.image_id == img.id).delete()  # a re-measure replaces
+    ms = s.scalar(select(m.MeasurementSet).where(m.MeasurementSet.group_id == group.id))
+    sets = list(ms.cal_sets_applied or []) if ms else []
+    qa = {}
+    if sets:
+        cs = s.scalar(select(m.CalibrationSet).where(m.CalibrationSet.name == sets[0]))
+        qa = (cs.qa_metrics or {}) if cs else {}
+    limit = settings.calibration.flux_alert_fraction
+    for r in rows:
+        s.add(m.CalibratorFlux(calibrator_name=r["name"], image_id=img.id, group_id=group.id, mjd=mjd,
+                               freq_hz=r["freq_hz"], observed_flux_jy=r["observed_flux_jy"],
+                               apparent_flux_jy=r["apparent_flux_jy"], catalog_flux_jy=r["catalog_flux_jy"],
+                               flux_ratio=r["flux_ratio"], beam_gain=r["beam_gain"], offset_deg=r["offset_deg"],
+                               snr=r["snr"], cal_sets=sets, phase_rms_deg=_finite_or_none(qa.get("phase_scatter_deg")),
+                               amp_rms=_finite_or_none(qa.get("amp_scatter"))))
+        if abs(r["flux_ratio"] - 1.0) > limit:
+            s.add(m.Alert(alert_type="calibrator_flux", severity="warning", source="measure",
+                          calibrator_name=r["name"],
+                          message=f"{r['name']} measured at {r['observed_flux_jy']:.3f} Jy in image {img.id} "
+                                  f"(catalogue {r['catalog_flux_jy']:.3f} Jy): ratio {r['flux_ratio']:.3f}, more "
+                                  f"than {100 * limit:.0f}% off; calibration sets {', '.join(sets) or 'none'}",
+                          details={"image_id": img.id, "group_id": group.id, "flux_ratio": r["flux_ratio"]}))
+
+
+def _finite_or_none(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
 def update_source_stats(s: Any, source_id: str, latest_image_id: str | None = None) -> None:
