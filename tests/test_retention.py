@@ -54,7 +54,8 @@ async def rrt(flow_data_root: Path, tmp_path: Path):  # type: ignore[no-untyped-
     settings = make_settings(tmp_path, **{**FLOW_OVERRIDES, "ingest": {"enabled": False}})
     rt = Runtime(settings)
     await rt.start()
-    rt.accounts.add_user("op", "operator-pass", "operator")
+    if "op" not in {u["username"] for u in rt.accounts.list_users()}:  # the copied DB may have it already
+        rt.accounts.add_user("op", "operator-pass", "operator")
     rt.token = rt.accounts.create_token("op", "tests")
     try:
         yield rt
