@@ -146,6 +146,16 @@ def inventory(settings: Any, db: Database, data_type: str) -> list[Item]:
     return list(_INVENTORIES[data_type](settings, db))
 
 
+def _on_disk(kind: str, data_type: str, rows: Iterable[tuple[Any, str, datetime, str | None]]) -> Iterable[Item]:
+    """Items of one-directory products (an MS, a calibration table) that still exist: (key, path, created,
+    protection reason or None)."""
+    for key, path, created, reason in rows:
+        p = Path(path)
+        if p.exists():
+            yield Item(f"{kind}:{key}", data_type, p, _size(p), created, [p], _atime(p), reason is not None,
+                       reason, (kind, key))
+
+
 def _ms_items(settings: Any, db: Database) -> Iterable[Item]:
     with db.session() as s:
         busy = _busy_groups(s)
@@ -154,13 +164,8 @@ def _ms_items(settings: Any, db: Database) -> Iterable[Item]:
                   if cs.id in usable}
         rows = s.execute(select(m.MeasurementSet.id, m.MeasurementSet.path, m.MeasurementSet.group_id,
                                 m.MeasurementSet.created_at)).all()
-    for ms_id, path, gid, created in rows:
-        p = Path(path)
-        if not p.exists():
-            continue
-        reason = busy.get(gid) or cal_ms.get(path)
-        yield Item(f"ms:{ms_id}", "measurement_set", p, _size(p), created, [p], _atime(p), reason is not None,
-                   reason, ("ms", ms_id))
+    return _on_disk("ms", "measurement_set", [(i, path, created, busy.get(gid) or cal_ms.get(path))
+                                              for i, path, gid, created in rows])
 
 
 def _cal_items(settings: Any, db: Database) -> Iterable[Item]:
@@ -168,13 +173,8 @@ def _cal_items(settings: Any, db: Database) -> Iterable[Item]:
         usable = _usable_sets(s, settings.calibration.fallback_h)
         rows = s.execute(select(m.CalibrationTable.id, m.CalibrationTable.path, m.CalibrationTable.set_id,
                                 m.CalibrationTable.created_at)).all()
-    for tid, path, set_id, created in rows:
-        p = Path(path)
-        if not p.exists():
-            continue
-        reason = usable.get(set_id)
-        yield Item(f"caltable:{tid}", "calibration", p, _size(p), created, [p], _atime(p), reason is not None,
-                   reason, ("caltable", tid))
+    return _on_disk("caltable", "calibration", [(i, path, created, usable.get(set_id))
+                                                for i, path, set_id, created in rows])
 
 
 def image_files(path: str, png_path: str | None) -> list[Path]:

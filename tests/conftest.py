@@ -92,15 +92,16 @@ def flow_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def flow_runtime_factory(flow_data_root: Path):  # type: ignore[no-untyped-def]
-    """Start a runtime (ingest off) on the shared pipeline data, with an operator token in ``rt.token``."""
+    """Start a runtime (ingest off) on the shared pipeline data (or a copy of it at ``root``), with an
+    operator token in ``rt.token``."""
     from contextlib import asynccontextmanager
 
     from contimg_console.runtime import Runtime
     from pipeline_data import FLOW_OVERRIDES
 
     @asynccontextmanager
-    async def factory():  # type: ignore[no-untyped-def]
-        settings = make_settings(flow_data_root, **{**FLOW_OVERRIDES, "ingest": {"enabled": False}})
+    async def factory(root: Path | None = None):  # type: ignore[no-untyped-def]
+        settings = make_settings(root or flow_data_root, **{**FLOW_OVERRIDES, "ingest": {"enabled": False}})
         rt = Runtime(settings)
         await rt.start()
         if "op" not in {u["username"] for u in rt.accounts.list_users()}:

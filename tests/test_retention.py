@@ -46,21 +46,11 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-async def rrt(flow_data_root: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
-    from contimg_console.runtime import Runtime
-    from pipeline_data import FLOW_OVERRIDES
-
+async def rrt(flow_data_root: Path, flow_runtime_factory: Any, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A runtime on a private copy of the pipeline data: these tests delete and move products."""
     relocate(flow_data_root, tmp_path)
-    settings = make_settings(tmp_path, **{**FLOW_OVERRIDES, "ingest": {"enabled": False}})
-    rt = Runtime(settings)
-    await rt.start()
-    if "op" not in {u["username"] for u in rt.accounts.list_users()}:  # the copied DB may have it already
-        rt.accounts.add_user("op", "operator-pass", "operator")
-    rt.token = rt.accounts.create_token("op", "tests")
-    try:
+    async with flow_runtime_factory(tmp_path) as rt:
         yield rt
-    finally:
-        await rt.stop()
 
 
 async def call(rt: Any, method: str, path: str, **kw: Any) -> tuple[int, Any]:
