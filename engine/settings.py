@@ -79,6 +79,8 @@ class EngineSettings(_Section):
         default_factory=lambda: {"convert": 2, "solve": 1, "calibrate": 1, "image": 1, "measure": 2}
     )
     shutdown_grace_s: float = Field(10.0, ge=0)
+    # niceness of the stage worker processes: the console (TUI, REST) keeps priority over heavy stages
+    worker_nice: int = Field(10, ge=0, le=19)
     # Dotted path of a function returning the StageRegistry (site plug-ins, test pipelines).
     registry: str = "engine.processing.pipeline:default_registry"
 

@@ -51,6 +51,11 @@ def ok_stage(params: dict[str, Any]) -> dict[str, Any]:
     return {"product": path}
 
 
+def nice_stage(params: dict[str, Any]) -> dict[str, Any]:
+    """ok_stage, reporting the niceness of the worker process that ran it."""
+    return {**ok_stage(params), "nice": os.nice(0)}
+
+
 def flaky_stage(params: dict[str, Any]) -> dict[str, Any]:
     rng = random.Random(f"{params['group_id']}:{params['stage']}:{params['_attempt']}")
     if rng.random() < float(params.get("p_fail", 0.3)):

@@ -55,6 +55,24 @@ async def test_groups_flow_through_every_stage(tmp_path: Path) -> None:
     assert seen.count(events.JOB_SUCCEEDED) == 16 and seen.count(events.JOB_STARTED) == 16
 
 
+async def test_stage_workers_run_below_the_console_priority(tmp_path: Path) -> None:
+    import os
+
+    settings = fast_settings(tmp_path, worker_nice=7)
+    db = _db(settings)
+    seed_groups(db, 1)
+    engine, _ = make_engine(settings, db, registry_of("nice_stage", stages=1))
+    base = os.nice(0)
+    await engine.start()
+    try:
+        await run_until(db, lambda: set(group_states(db).values()) == {states.CONVERTED})
+    finally:
+        await engine.stop()
+    with db.session() as s:
+        assert s.scalar(select(m.Job.outcome))["nice"] == min(19, base + 7)
+    assert os.nice(0) == base  # the console's own process keeps its priority
+
+
 async def test_pipeline_stops_at_last_installed_stage(tmp_path: Path) -> None:
     settings = fast_settings(tmp_path)
     db = _db(settings)

@@ -62,6 +62,13 @@ def backoff_s(attempt: int, base: float, cap: float) -> float:
     return float(wait(state))
 
 
+def _lower_priority(nice: int) -> None:
+    """Stage workers yield the CPU to the console's own process: the TUI and the REST API stay responsive
+    while a conversion or an imaging run keeps both cores busy (idle CPU still goes to the stages)."""
+    if nice > 0:
+        os.nice(nice)
+
+
 class Engine:
     def __init__(self, settings: Any, db: Database, bus: EventBus, registry: StageRegistry | None = None) -> None:
         self.settings = settings
@@ -100,7 +107,8 @@ class Engine:
         queued = await asyncio.to_thread(self.reconcile)
         if queued:
             log.info("queued %d jobs for groups waiting in a resting state", queued)
-        self._pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_lower_priority, initargs=(cfg.worker_nice,))
         self._stopping = False
         self._loop_task = asyncio.create_task(self._claim_loop(), name="engine-claim")
         self._recover_task = asyncio.create_task(self._recover_loop(), name="engine-recover")
