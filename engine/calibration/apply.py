@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,13 +228,65 @@ def _as_caltable(x) -> CalTable:
     return read_caltable(str(x))
 
 
+class _Corrector:
+    """Solutions prepared for applying to MS rows in chunks:
+    corrected = V * BB[baseline] * gg[time, baseline] with the per-baseline bandpass
+    factor BB = (1/B_p) conj(1/B_q) (computed once) and the per-integration gain
+    factor gg = (1/g_p(t)) conj(1/g_q(t)) (gains interpolated to each distinct row
+    time).  Flagged or zero solutions give 0 and flag the data."""
+
+    def __init__(self, B, Bf, gt, G, Gf, a1_rows, a2_rows, t_rows):
+        B = np.asarray(B)
+        nant = int(max(B.shape[0], int(a1_rows.max()) + 1, int(a2_rows.max()) + 1))
+        ut, self.tinv = np.unique(t_rows, return_inverse=True)
+        g, gf = interpolate_in_time(gt, G, Gf, ut)                              # (Nu, nant, P)
+        gf = gf | (g == 0) | ~np.isfinite(g)
+        self.ginv = np.where(gf, 0, 1.0 / np.where(gf, 1, g)).astype(np.complex64)
+        self.gbad = gf if gf.any() else None
+        bf = np.asarray(Bf, bool) | (B == 0) | ~np.isfinite(B)
+        Binv = np.where(bf, 0, 1.0 / np.where(bf, 1, B)).astype(np.complex64)  # (nant, C, P)
+        key = a1_rows.astype(np.int64) * nant + a2_rows
+        ukey, self.bidx = np.unique(key, return_inverse=True)
+        ua1, ua2 = ukey // nant, ukey % nant
+        self.BB = Binv[ua1] * np.conj(Binv[ua2])                                # (Nbl, C, P)
+        self.Bbad = (bf[ua1] | bf[ua2]) if bf.any() else None
+        self.a1, self.a2 = a1_rows, a2_rows
+
+    def rows(self, r0: int, r1: int, data: np.ndarray, out: np.ndarray, flag: np.ndarray | None):
+        """Correct rows r0:r1 (data (n, C, P) -> out); returns the flags with flagged solutions
+        added (None when no solution of these rows is flagged)."""
+        b = self.bidx[r0:r1]
+        ti = self.tinv[r0:r1]
+        a1, a2 = self.a1[r0:r1], self.a2[r0:r1]
+        contiguous = b.size > 0 and b[-1] - b[0] + 1 == b.size and np.all(np.diff(b) == 1)
+        BB = self.BB[b[0]:b[0] + b.size] if contiguous else self.BB[b]
+        gg = self.ginv[ti, a1] * np.conj(self.ginv[ti, a2])                      # (n, P)
+        np.multiply(data, BB, out=out)
+        out *= gg[:, None, :]
+        if flag is None or (self.gbad is None and self.Bbad is None):
+            return None
+        bad = None
+        if self.Bbad is not None:
+            bad = self.Bbad[b[0]:b[0] + b.size] if contiguous else self.Bbad[b]
+            bad = bad | flag
+        if self.gbad is not None:
+            gb = self.gbad[ti, a1] | self.gbad[ti, a2]                           # (n, P)
+            if gb.any():
+                bad = (flag if bad is None else bad) | gb[:, None, :]
+        return bad
+
+
 def apply_calibration(ms_path: str | os.PathLike, bandpass, gains, *, datacolumn: str = "DATA",
-                      out_column: str = "CORRECTED_DATA", chunk_rows: int = 4096,
-                      update_flags: bool = True) -> dict:
+                      out_column: str = "CORRECTED_DATA", chunk_rows: int | None = None,
+                      update_flags: bool = True, threads: int = 2) -> dict:
     """Write ``out_column`` = data / (G_p B_p (G_q B_q)^*) for every row.
 
     bandpass/gains: table paths, CalTable objects or a SolveResult (for both).
-    Flagged solutions flag the data (written to FLAG when update_flags).
+    Flagged solutions flag the data (written to FLAG when update_flags; chunks
+    whose flags do not change are not rewritten).  Rows are read and written in
+    chunks of ``chunk_rows`` (default ~32 MB of data) with getcolnp/putcol from
+    reused buffers; the arithmetic of each chunk is shared among ``threads``
+    threads (casacore itself is only called from this thread).
     Returns counts of rows and newly flagged samples.
     """
     tables = _tables()
@@ -252,6 +305,7 @@ def apply_calibration(ms_path: str | os.PathLike, bandpass, gains, *, datacolumn
         gt, G, Gf = gtab.times, gtab.cparam[:, :, 0, :], gtab.flags[:, :, 0, :]
     t = _open_ms(path, readonly=False)
     newly = 0
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
     try:
         nrow = t.nrows()
         if out_column not in t.colnames():
@@ -271,21 +325,51 @@ def apply_calibration(ms_path: str | os.PathLike, bandpass, gains, *, datacolumn
         if B.shape[1] != fr.size:
             raise PermanentStageError(f"{path}: {fr.size} channels but bandpass has {B.shape[1]}")
         Bm, Bfm = (B[:, ::-1], Bf[:, ::-1]) if descending else (B, Bf)
-        for r0 in range(0, nrow, chunk_rows):
-            n = min(chunk_rows, nrow - r0)
-            data = t.getcol(datacolumn, startrow=r0, nrow=n)
-            flag = t.getcol("FLAG", startrow=r0, nrow=n)
-            a1 = t.getcol("ANTENNA1", startrow=r0, nrow=n)
-            a2 = t.getcol("ANTENNA2", startrow=r0, nrow=n)
-            tt = t.getcol("TIME", startrow=r0, nrow=n)
-            out, fl = apply_to_arrays(data, flag, a1, a2, tt, Bm, Bfm, gt, G, Gf)
-            t.putcol(out_column, out, startrow=r0, nrow=n)
+        C = fr.size
+        if nrow == 0:
+            return {"rows": 0, "newly_flagged": 0}
+        a1_all = t.getcol("ANTENNA1")
+        a2_all = t.getcol("ANTENNA2")
+        corrector = _Corrector(Bm, Bfm, gt, G, Gf, a1_all, a2_all, t.getcol("TIME"))
+        step = int(chunk_rows) if chunk_rows else max(1, (32 << 20) // (C * P * 8))
+        step = min(step, nrow)
+        complex_in = t.coldatatype(datacolumn) == "complex"
+        data = np.empty((step, C, P), np.complex64)
+        flag = np.empty((step, C, P), bool)
+        out = np.empty((step, C, P), np.complex64)
+        nthr = 1 if pool is None else threads
+        for r0 in range(0, nrow, step):
+            n = min(step, nrow - r0)
+            d, f, o = data[:n], flag[:n], out[:n]
+            if complex_in:
+                t.getcolnp(datacolumn, d, startrow=r0, nrow=n)
+            else:
+                d[...] = t.getcol(datacolumn, startrow=r0, nrow=n)
             if update_flags:
-                newly += int((fl & ~flag).sum())
-                t.putcol("FLAG", fl, startrow=r0, nrow=n)
+                t.getcolnp("FLAG", f, startrow=r0, nrow=n)
+            edges = np.linspace(0, n, nthr + 1).astype(int)
+            parts = [(int(edges[i]), int(edges[i + 1])) for i in range(nthr) if edges[i + 1] > edges[i]]
+
+            def work(part, r0=r0, d=d, f=f, o=o):
+                i0, i1 = part
+                return corrector.rows(r0 + i0, r0 + i1, d[i0:i1], o[i0:i1], f[i0:i1] if update_flags else None)
+
+            bads = list(pool.map(work, parts)) if pool is not None and len(parts) > 1 else [work(q) for q in parts]
+            t.putcol(out_column, o, startrow=r0, nrow=n)
+            if update_flags and any(x is not None for x in bads):
+                before = int(np.count_nonzero(f))
+                for (i0, i1), x in zip(parts, bads):
+                    if x is not None:
+                        f[i0:i1] = x
+                after = int(np.count_nonzero(f))
+                if after != before:
+                    newly += after - before
+                    t.putcol("FLAG", f, startrow=r0, nrow=n)
     except RuntimeError as exc:
         raise PermanentStageError(f"{path}: applying calibration failed: {exc}") from exc
     finally:
+        if pool is not None:
+            pool.shutdown()
         t.close()
     return {"rows": int(nrow), "newly_flagged": newly}
 

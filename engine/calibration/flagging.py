@@ -72,33 +72,64 @@ def _sl(ndim: int, axis: int, start, stop) -> tuple:
     return tuple(idx)
 
 
-def sumthreshold(z: np.ndarray, mask: np.ndarray, axis: int, window: int, threshold: float) -> None:
+class _SumThresholdWork:
+    """Scratch buffers for :func:`sumthreshold` on arrays of one shape, reused from
+    window to window (no fresh allocations in the inner loop)."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+        self.x = np.empty(shape, np.float32)
+        self.s = (np.empty(shape, np.float32), np.empty(shape, np.float32))
+        self.h = (np.empty(shape, bool), np.empty(shape, bool))
+
+
+def sumthreshold(z: np.ndarray, mask: np.ndarray, axis: int, window: int, threshold: float,
+                 work: _SumThresholdWork | None = None) -> None:
     """One SumThreshold pass in place: flag every sample of each length-``window``
     run along ``axis`` whose mean exceeds ``threshold``; samples already flagged
-    count as ``threshold`` (Offringa et al. 2010)."""
-    nd = z.ndim
+    count as ``threshold`` (Offringa et al. 2010).  ``work``: reusable buffers."""
+    if window > z.shape[axis % z.ndim]:
+        return
+    if work is None or work.shape != z.shape:
+        work = _SumThresholdWork(z.shape)
+    thr = np.float32(threshold)
+    np.copyto(work.x, z)
+    np.copyto(work.x, thr, where=mask)
+    _sumthreshold_x(work.x, mask, axis, window, thr, work)
+
+
+def _sumthreshold_x(x: np.ndarray, mask: np.ndarray, axis: int, window: int, thr: np.float32,
+                    work: _SumThresholdWork) -> None:
+    """SumThreshold on x, which already holds ``thr`` at the flagged samples."""
+    nd = x.ndim
     axis = axis % nd
-    L = z.shape[axis]
+    L = x.shape[axis]
     if window > L:
         return
-    thr = np.float32(threshold)
-    x = np.where(mask, thr, z)
+    cover, other = work.h
     if window == 1:
-        mask |= x > thr
+        np.greater(x, thr, out=cover)
+        mask |= cover
         return
-    # window sums by repeated doubling (contiguous slices, no cumsum rounding)
-    s = x
-    w = 1
+    # window sums by repeated doubling (contiguous slices, no cumsum rounding), ping-pong buffers
+    src, n, w, i = x, L, 1, 0
     while w < window:
-        s = s[_sl(nd, axis, None, -w)] + s[_sl(nd, axis, w, None)]
+        n -= w
+        np.add(src[_sl(nd, axis, 0, n)], src[_sl(nd, axis, w, w + n)], out=work.s[i][_sl(nd, axis, 0, n)])
+        src = work.s[i]
+        i ^= 1
         w *= 2
-    hit = s > thr * window                               # windows starting at 0 .. L-window
+    hit = cover[_sl(nd, axis, 0, n)]
+    np.greater(src[_sl(nd, axis, 0, n)], thr * window, out=hit)                # windows starting 0..n-1
+    if not np.count_nonzero(hit):   # usual case away from RFI: nothing to dilate
+        return
+    cover[_sl(nd, axis, n, L)] = False
     # dilate: sample j is covered by any hit window starting in [j-window+1, j]
-    cover = np.zeros(mask.shape, dtype=bool)
-    cover[_sl(nd, axis, None, hit.shape[axis])] = hit
     w = 1
     while w < window:
-        cover[_sl(nd, axis, w, None)] |= cover[_sl(nd, axis, None, -w)].copy()
+        other[_sl(nd, axis, 0, w)] = cover[_sl(nd, axis, 0, w)]
+        np.logical_or(cover[_sl(nd, axis, w, L)], cover[_sl(nd, axis, 0, L - w)], out=other[_sl(nd, axis, w, L)])
+        cover, other = other, cover
         w *= 2
     mask |= cover
 
@@ -145,6 +176,26 @@ def _flag_block(pw: np.ndarray, f: np.ndarray, *, chi1: float, rho: float, time_
     return mask
 
 
+def _flag_block_amp(a: np.ndarray, f: np.ndarray, *, chi1: float, rho: float, time_windows, freq_windows,
+                    spectral_smooth: int, temporal_smooth: int, mad_stride: int) -> np.ndarray:
+    """Flag one block given the polarisation-combined amplitude a (nb, 1, T, C) and
+    flags f (nb, 1, T, C); returns the new mask (nb, T, C)."""
+    T, C = a.shape[2], a.shape[3]
+    zc = _robust_z(a, f, spectral_smooth, temporal_smooth, mad_stride)[:, 0]
+    mask = f[:, 0].copy()
+    work = _SumThresholdWork(zc.shape)
+    x = zc          # flagged samples take the current threshold; the z values there are not needed again
+    for w in sorted(set(time_windows) | set(freq_windows)):
+        thr = np.float32(chi1 / rho ** math.log2(w))
+        if w in time_windows and w <= T:
+            np.copyto(x, thr, where=mask)
+            _sumthreshold_x(x, mask, -2, w, thr, work)
+        if w in freq_windows and w <= C:
+            np.copyto(x, thr, where=mask)
+            _sumthreshold_x(x, mask, -1, w, thr, work)
+    return mask
+
+
 def flag_fractions(flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: int | None = None):
     """(per-antenna, per-channel, per-time, overall) flagged fractions over cross-correlations."""
     ant1 = np.asarray(ant1)
@@ -155,6 +206,7 @@ def flag_fractions(flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: 
     ncross = int(cross.sum())
     if ncross == 0:
         return np.ones(nant), np.ones(C), np.ones(T), 1.0
+    auto_idx = np.nonzero(~cross)[0]
     per_bl = np.zeros(Nb)
     per_chan = np.zeros(C)
     per_time = np.zeros(T)
@@ -164,7 +216,11 @@ def flag_fractions(flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: 
         nb_t[~cross] = 0
         per_bl += nb_t
         per_time[t] = nb_t.sum()
-        per_chan += np.count_nonzero(ft[cross], axis=(0, 2)) if ncross < Nb else np.count_nonzero(ft, axis=(0, 2))
+        # all baselines summed (row additions), minus the few autocorrelations
+        ch = np.add.reduce(np.ascontiguousarray(ft).view(np.uint8), axis=0, dtype=np.int64).sum(axis=1)
+        if auto_idx.size:
+            ch = ch - np.add.reduce(ft[auto_idx].view(np.uint8), axis=0, dtype=np.int64).sum(axis=1)
+        per_chan += ch
     n_per_bl = T * C * P
     num = np.bincount(ant1[cross], per_bl[cross], nant) + np.bincount(ant2[cross], per_bl[cross], nant)
     den = (np.bincount(ant1[cross], None, nant) + np.bincount(ant2[cross], None, nant)) * n_per_bl
@@ -173,6 +229,15 @@ def flag_fractions(flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: 
     time_frac = per_time / (ncross * C * P)
     overall = float(per_bl[cross].sum() / (ncross * n_per_bl))
     return ant_frac, chan_frac, time_frac, overall
+
+
+def _cross_flag_count(flags: np.ndarray, cross: np.ndarray) -> int:
+    """Number of flagged cross-correlation samples (a fast popcount, autos subtracted)."""
+    n = int(np.count_nonzero(flags))
+    auto_idx = np.nonzero(~cross)[0]
+    if auto_idx.size:
+        n -= int(np.count_nonzero(flags[:, auto_idx]))
+    return n
 
 
 def flag_rfi(vis: np.ndarray, flags: np.ndarray | None = None, ant1: np.ndarray | None = None,
@@ -201,30 +266,65 @@ def flag_rfi(vis: np.ndarray, flags: np.ndarray | None = None, ant1: np.ndarray 
         ant2 = np.arange(1, Nb + 1)
     ant1 = np.asarray(ant1)
     ant2 = np.asarray(ant2)
+    vis = np.asarray(vis)
+    if vis.dtype != np.complex64:
+        vis = vis.astype(np.complex64)
     in_flags = np.zeros(vis.shape, bool) if flags is None else np.asarray(flags, dtype=bool)
-    out = in_flags.copy()
+    out = np.array(in_flags, dtype=bool, order="C", copy=True)
     auto = ant1 == ant2
     out[:, auto] = True
-    cross_idx = np.nonzero(~auto)[0]
+    cross = ~auto
+    cross_idx = np.nonzero(cross)[0]
     blocks = [cross_idx[i:i + block_baselines] for i in range(0, cross_idx.size, block_baselines)]
+    # both polarisations of a sample as one 16-bit word (0x0101 = both flagged)
+    packed = out.view(np.uint16).reshape(T, Nb, C) if P == 2 else None
+    both = np.uint16(0x0101)
 
     def work(bl):
         sl = slice(int(bl[0]), int(bl[-1]) + 1) if bl[-1] - bl[0] + 1 == bl.size else bl
-        v = np.transpose(vis[:, sl], (1, 3, 0, 2))                                # (nb, P, T, C) view
-        pw = np.empty(v.shape, np.float32)                                      # |V|^2, contiguous
-        np.multiply(v.real, v.real, out=pw)
-        pw += v.imag * v.imag
-        bad = ~(pw > 0) | ~np.isfinite(pw)                                     # zero, NaN or inf data
-        f = np.transpose(out[:, sl], (1, 3, 0, 2)) | bad
+        v = vis[:, sl]                                                          # (T, nb, C, P)
+        vf = v.view(np.float32)                                                 # (T, nb, C, 2P)
+        sq = vf * vf
+        pp = [sq[..., 2 * p] + sq[..., 2 * p + 1] for p in range(P)]           # |V_p|^2, (T, nb, C)
+        a2 = pp[0]
+        for x in pp[1:]:
+            a2 = a2 + x
+        # zero or non-finite in any polarisation: flagged
+        prod = pp[0] if P == 1 else np.multiply(pp[0], pp[1])
+        for x in pp[2:]:
+            prod = prod * x
+        bad = ~(prod > 0)
+        bad |= ~np.isfinite(a2)
+        del sq, pp, prod
+        if packed is not None:
+            fw = packed[:, sl]                                                  # (T, nb, C) uint16
+            fany = fw != 0
+            fall = fw == both
+        else:
+            fo = out[:, sl]
+            fany = fo.any(axis=-1)
+            fall = fo.all(axis=-1)
+        fany |= bad
+        fall |= bad
         if bad.any():
-            pw[bad] = 0
-        m = _flag_block(pw, f, chi1=chi1, rho=rho, time_windows=tuple(time_windows),
-                        freq_windows=tuple(freq_windows), spectral_smooth=spectral_smooth,
-                        temporal_smooth=temporal_smooth, mad_stride=mad_stride)   # (nb, T, C)
-        out[:, sl] |= np.transpose(m, (1, 0, 2))[..., None]
+            a2[bad] = 0
+        # polarisation-combined amplitude sqrt(mean_p |V_p|^2): RFI in either polarisation adds to it
+        a2 *= np.float32(1.0 / P)
+        np.sqrt(a2, out=a2)
+        at = np.ascontiguousarray(a2.transpose(1, 0, 2))[:, None]              # (nb, 1, T, C)
+        ft = np.ascontiguousarray(fany.transpose(1, 0, 2))[:, None]
+        m = _flag_block_amp(at, ft, chi1=chi1, rho=rho, time_windows=tuple(time_windows),
+                            freq_windows=tuple(freq_windows), spectral_smooth=spectral_smooth,
+                            temporal_smooth=temporal_smooth, mad_stride=mad_stride)   # (nb, T, C)
+        mt = m.transpose(1, 0, 2)                                               # (T, nb, C) view
+        if packed is not None:
+            packed[:, sl] |= mt.view(np.uint8).astype(np.uint16) * both
+        else:
+            out[:, sl] |= mt[..., None]
         # for the broadcast step: new RFI flags and usable samples per (time, channel)
-        prior = f.all(axis=1)
-        return (m & ~prior).sum(axis=0), (~prior).sum(axis=0)
+        newm = mt & ~fall
+        return (np.add.reduce(newm.view(np.uint8), axis=1, dtype=np.int32),
+                np.add.reduce((~fall).view(np.uint8), axis=1, dtype=np.int32))
 
     if threads > 1 and len(blocks) > 1:
         with ThreadPoolExecutor(max_workers=threads) as ex:
@@ -244,6 +344,7 @@ def flag_rfi(vis: np.ndarray, flags: np.ndarray | None = None, ant1: np.ndarray 
     if flags is None:
         new_frac = overall
     else:
-        _, _, _, before = flag_fractions(in_flags, ant1, ant2, nant)
+        ncross = int(cross.sum())
+        before = _cross_flag_count(in_flags, cross) / max(1, ncross * T * C * P)
         new_frac = overall - before
     return FlagResult(out, ant_frac, chan_frac, time_frac, overall, new_frac)

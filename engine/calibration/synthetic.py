@@ -171,9 +171,12 @@ def inject_rfi(vis: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, rng: np.rand
     return mask, ampl
 
 
-def write_ms(path: str, obs: SyntheticObs, *, telescope: str = "DSA_110", add_model: bool = False) -> str:
+def write_ms(path: str, obs: SyntheticObs, *, telescope: str = "DSA_110", add_model: bool = False,
+             imaging_columns: bool = False) -> str:
     """Write ``obs`` as a small MS v2 (one SPW, XX/YY, DATA + FLAG tiled;
-    rows time-major, baselines ant1 <= ant2 with autos) with python-casacore."""
+    rows time-major, baselines ant1 <= ant2 with autos) with python-casacore.
+    ``imaging_columns``: also MODEL_DATA (zeros) and CORRECTED_DATA (= DATA), tiled
+    like DATA, as the converter writes them."""
     import shutil
 
     from casacore import tables
@@ -187,8 +190,13 @@ def write_ms(path: str, obs: SyntheticObs, *, telescope: str = "DSA_110", add_mo
                  "SPEC": {"DEFAULTTILESHAPE": [P, C, max(1, 65536 // (C * P))]}, "COLUMNS": ["DATA"]},
           "*2": {"TYPE": "TiledColumnStMan", "NAME": "TiledFlag",
                  "SPEC": {"DEFAULTTILESHAPE": [P, C, max(8, 262144 // (C * P))]}, "COLUMNS": ["FLAG"]}}
-    if add_model:
+    if add_model and not imaging_columns:
         cols.append(tables.makearrcoldesc("MODEL_DATA", 0j, shape=[C, P], valuetype="complex"))
+    if imaging_columns:
+        for k, name in enumerate(("MODEL_DATA", "CORRECTED_DATA")):
+            cols.append(tables.makearrcoldesc(name, 0j, shape=[C, P], valuetype="complex"))
+            dm[f"*{k + 3}"] = {"TYPE": "TiledColumnStMan", "NAME": f"Tiled{name}",
+                               "SPEC": {"DEFAULTTILESHAPE": [P, C, max(1, 65536 // (C * P))]}, "COLUMNS": [name]}
     ms = tables.default_ms(path, tables.maketabdesc(cols), dm)
     try:
         nrow = T * Nb
@@ -207,6 +215,9 @@ def write_ms(path: str, obs: SyntheticObs, *, telescope: str = "DSA_110", add_mo
         for r0 in range(0, nrow, step):
             r1 = min(nrow, r0 + step)
             ms.putcol("DATA", obs.vis.reshape(nrow, C, P)[r0:r1], startrow=r0, nrow=r1 - r0)
+            if imaging_columns:
+                ms.putcol("CORRECTED_DATA", obs.vis.reshape(nrow, C, P)[r0:r1], startrow=r0, nrow=r1 - r0)
+                ms.putcol("MODEL_DATA", np.zeros((r1 - r0, C, P), np.complex64), startrow=r0, nrow=r1 - r0)
             ms.putcol("FLAG", np.zeros((r1 - r0, C, P), bool), startrow=r0, nrow=r1 - r0)
     finally:
         ms.close()
