@@ -200,8 +200,11 @@ async def main(scale: float, requests: int, concurrency: int, processing: bool) 
                 print(f"engine processing (first job running after {time.perf_counter() - t:.0f} s)", flush=True)
                 await measure(pool, rt.api_url, "processing", requests, concurrency)
                 jobs = await asyncio.to_thread(control.list_jobs, limit=200)
-                done = sum(1 for j in jobs if j.group_id and not j.group_id.startswith("g") and j.state == "succeeded")
-                print(f"while measuring, the engine finished {done} stage jobs of simulated groups", flush=True)
+                demo = [j for j in jobs if j.group_id and not j.group_id.startswith("g")]
+                print(f"while measuring, the engine finished {sum(j.state == 'succeeded' for j in demo)} stage jobs "
+                      f"of simulated groups ({sum(j.state == 'running' for j in demo)} running at the end; stage "
+                      f"workers run at nice {settings.engine.worker_nice}, below the server and this client)",
+                      flush=True)
                 await feeder.stop()
         finally:
             pool.shutdown()

@@ -80,7 +80,7 @@ class EngineSettings(_Section):
     )
     shutdown_grace_s: float = Field(10.0, ge=0)
     # niceness of the stage worker processes: the console (TUI, REST) keeps priority over heavy stages
-    worker_nice: int = Field(10, ge=0, le=19)
+    worker_nice: int = Field(5, ge=0, le=19)
     # Dotted path of a function returning the StageRegistry (site plug-ins, test pipelines).
     registry: str = "engine.processing.pipeline:default_registry"
 

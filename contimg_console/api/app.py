@@ -77,7 +77,17 @@ def build_app(runtime: Runtime) -> web.Application:
         middlewares.insert(0, cors_middleware(api.cors_origins))
     app = web.Application(middlewares=middlewares, client_max_size=api.max_body_bytes)
     app["runtime"] = runtime
-    app["listings"] = ListingCache(Products(runtime.db).listing_versions, max_stale_s=api.listing_max_stale_s)
+    listings = app["listings"] = ListingCache(Products(runtime.db).listing_versions,
+                                              max_stale_s=api.listing_max_stale_s)
+
+    async def start_listings(_: web.Application) -> None:
+        listings.start()
+
+    async def stop_listings(_: web.Application) -> None:
+        listings.close()
+
+    app.on_startup.append(start_listings)
+    app.on_cleanup.append(stop_listings)
     authorize = make_authorizer(runtime)
     for r in all_routers():
         r.install(app, authorize)

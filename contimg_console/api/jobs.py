@@ -35,7 +35,9 @@ TaskStatus = Literal["pending", "claimed", "completed", "failed", "cancelled", "
 
 
 def job_status(j: JobView) -> JobStatus:
-    return {"queued": "pending", "running": "running", "succeeded": "completed"}.get(j.state, "failed")  # type: ignore[return-value]
+    from contimg_console.api.listing_rows import JOB_STATUS
+
+    return JOB_STATUS.get(j.state, "failed")  # type: ignore[return-value]
 
 
 def task_status(j: JobView) -> TaskStatus:
@@ -322,19 +324,16 @@ async def export_jobs(request: web.Request, query: IdsQuery) -> web.Response:
                         headers={"Content-Disposition": 'attachment; filename="jobs.csv"'})
 
 
-def _job_rows(request: web.Request) -> Any:
-    def build() -> list[dict[str, Any]]:
-        return [{"run_id": j.id, "status": job_status(j), "started_at": j.started_at, "finished_at": j.finished_at}
-                for j in control(request).list_jobs(limit=5000)]
-    return build
-
-
 @router.route("GET", "/api/v1/jobs", summary="All jobs, newest first (the latest 5000)", response=list[JobSummary],
               responses=NOT_MODIFIED, tags=("jobs",))
 async def list_jobs(request: web.Request) -> web.Response:
+    from functools import partial
+
+    from contimg_console.api import listing_rows
     from contimg_console.api.products import cached_listing
 
-    return await cached_listing(request, "jobs", _job_rows(request))
+    return await cached_listing(request, "jobs", partial(listing_rows.jobs, str(rt(request).settings.db_path)),
+                                in_process=True)
 
 
 @router.route("GET", "/api/v1/jobs/{run_id}", summary="One job", response=JobDetail, tags=("jobs",))

@@ -17,24 +17,19 @@ and builds run in threads; the event loop only hands out bytes.
 from __future__ import annotations
 
 import asyncio
-import gzip
-import hashlib
+import multiprocessing
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiohttp import web
 
+from contimg_console.api.listing_rows import encode
+
 NOT_MODIFIED = {304: "Not modified: If-None-Match matched the ETag"}
-JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC | orjson.OPT_SERIALIZE_NUMPY
-
-
-def dumps(rows: Any) -> bytes:
-    """The listings' JSON: datetimes as ISO 8601 with Z, non-finite floats as null."""
-    return orjson.dumps(rows, option=JSON_OPTIONS)
 
 
 @dataclass
@@ -78,8 +73,12 @@ class VersionReader:
 
 
 class ListingCache:
+    """``build`` callables given with ``in_process=True`` run in one separate build process (they must
+    pickle: module functions of plain arguments, see api/listing_rows.py); others in a thread."""
+
     def __init__(self, read_versions: Callable[[], dict[str, int]], *, max_stale_s: float = 0.0,
                  max_entries: int = 256) -> None:
+        self._pool: ProcessPoolExecutor | None = None
         self.versions = VersionReader(read_versions)
         self.max_stale_s = max_stale_s
         self._bodies: OrderedDict[Hashable, Body] = OrderedDict()
@@ -87,7 +86,18 @@ class ListingCache:
         self.max_entries = max_entries
         self.builds = 0
 
-    async def body(self, kind: str, key: Hashable, build: Callable[[], Any]) -> Body:
+    def start(self) -> None:
+        """Start the build process now (it imports the engine once), so the first listing is not slow."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool.submit(_warm)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def body(self, kind: str, key: Hashable, build: Callable[[], Any], in_process: bool = False) -> Body:
         """The current bytes of listing ``key`` (of version counter ``kind``); ``build`` returns rows."""
         read_at, versions = await self.versions.read()
         version = versions.get(kind, -1)
@@ -99,17 +109,22 @@ class ListingCache:
         while True:  # one build per key at a time; a request never takes a body older than its read
             task = self._builds.get(key)
             if task is None or task.done():
-                task = self._builds[key] = asyncio.create_task(self._build(kind, key, version, read_at, build))
+                task = self._builds[key] = asyncio.create_task(self._build(kind, key, version, read_at, build,
+                                                                           in_process))
             if hit is not None and time.monotonic() - hit.confirmed_at <= self.max_stale_s:
                 return hit  # stale-while-revalidate: the rebuild goes on without this request
             body = await asyncio.shield(task)
             if body.version >= version:
                 return body
 
-    async def _build(self, kind: str, key: Hashable, version: int, read_at: float,
-                     build: Callable[[], Any]) -> Body:
-        body = await asyncio.to_thread(_encode, version, kind, build)
-        body.confirmed_at = read_at
+    async def _build(self, kind: str, key: Hashable, version: int, read_at: float, build: Callable[[], Any],
+                     in_process: bool) -> Body:
+        if in_process:
+            self.start()
+            raw, gz, digest = await asyncio.get_running_loop().run_in_executor(self._pool, encode, build)
+        else:
+            raw, gz, digest = await asyncio.to_thread(encode, build)
+        body = Body(version, raw, gz, f'"{kind}-{version}-{digest}"', read_at)
         self.builds += 1
         current = self._bodies.get(key)
         if current is None or current.version < version:  # a slower, older build never replaces a newer one
@@ -120,8 +135,9 @@ class ListingCache:
             self._builds.pop(old, None)
         return body
 
-    async def respond(self, request: web.Request, kind: str, key: Hashable, build: Callable[[], Any]) -> web.Response:
-        body = await self.body(kind, key, build)
+    async def respond(self, request: web.Request, kind: str, key: Hashable, build: Callable[[], Any],
+                      in_process: bool = False) -> web.Response:
+        body = await self.body(kind, key, build, in_process)
         headers = {"ETag": body.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
         if body.etag in _etags(request.headers.get("If-None-Match", "")):
             return web.Response(status=304, headers=headers)
@@ -131,10 +147,9 @@ class ListingCache:
         return web.Response(body=body.raw, content_type="application/json", headers=headers)
 
 
-def _encode(version: int, kind: str, build: Callable[[], Any]) -> Body:
-    raw = dumps(build())
-    etag = f'"{kind}-{version}-{hashlib.blake2b(raw, digest_size=8).hexdigest()}"'
-    return Body(version, raw, gzip.compress(raw, compresslevel=5, mtime=0), etag)
+def _warm() -> None:
+    import engine.processing.queue  # noqa: F401
+    import engine.products  # noqa: F401
 
 
 def _etags(header: str) -> set[str]:

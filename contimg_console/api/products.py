@@ -15,6 +15,7 @@ import os
 import tarfile
 import zipfile
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -23,6 +24,7 @@ import numpy as np
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from contimg_console.api import listing_rows
 from contimg_console.api.common import Ok, ms_route, rt
 from contimg_console.api.errors import ApiError
 from contimg_console.api.jobs import Provenance
@@ -293,16 +295,17 @@ async def bulk_download(request: web.Request, query: BulkQuery) -> web.StreamRes
                         headers={"Content-Disposition": 'attachment; filename="images.zip"'})
 
 
-async def cached_listing(request: web.Request, kind: str, build: Any, key: Any = None) -> web.Response:
+async def cached_listing(request: web.Request, kind: str, build: Any, key: Any = None,
+                         in_process: bool = False) -> web.Response:
     """A whole-table listing from the shared cache (see api/listing.py); ``build`` returns its rows."""
-    return await request.app["listings"].respond(request, kind, key or kind, build)
+    return await request.app["listings"].respond(request, kind, key or kind, build, in_process)
 
 
 @router.route("GET", "/api/v1/images", summary="All images, newest first", response=list[ImageSummary],
               responses=NOT_MODIFIED, tags=("images",))
 async def list_images(request: web.Request) -> web.Response:
-    prods = products(request)
-    return await cached_listing(request, "images", prods.list_images)
+    return await cached_listing(request, "images", partial(listing_rows.images, str(rt(request).settings.db_path)),
+                                in_process=True)
 
 
 @router.route("GET", "/api/v1/images/{image_id}", summary="One image", response=ImageDetail, tags=("images",))
@@ -511,8 +514,8 @@ async def export_sources(request: web.Request, query: BulkQuery) -> web.Response
 @router.route("GET", "/api/v1/sources", summary="All sources", response=list[SourceSummary],
               responses=NOT_MODIFIED, tags=("sources",))
 async def list_sources(request: web.Request) -> web.Response:
-    prods = products(request)
-    return await cached_listing(request, "sources", prods.list_sources)
+    return await cached_listing(request, "sources", partial(listing_rows.sources, str(rt(request).settings.db_path)),
+                                in_process=True)
 
 
 async def _source(request: web.Request) -> dict[str, Any]:
