@@ -255,6 +255,8 @@ def test_lazy_model_matches_array_model():
     np.testing.assert_array_equal(lazy[3, 5:17], obs.model[3, 5:17])
     np.testing.assert_allclose(lazy.block(2, chans=slice(None, None, 5)), obs.model[2][:, ::5], rtol=2e-6, atol=2e-6)
     assert lazy.amplitude_max() == pytest.approx(float(np.abs(obs.model).max()), rel=1e-6)
+    lazy.prepare()                                # cached phase tables give the same values
+    np.testing.assert_array_equal(np.asarray(lazy), obs.model)
     flags = np.zeros(obs.vis.shape, bool)
     flags[:, 7, 10:14] = True
     a = solve_calibration(obs.vis, obs.model, flags, obs.ant1, obs.ant2, obs.times, obs.freqs)

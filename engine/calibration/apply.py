@@ -254,25 +254,41 @@ class _Corrector:
 
     def rows(self, r0: int, r1: int, data: np.ndarray, out: np.ndarray, flag: np.ndarray | None):
         """Correct rows r0:r1 (data (n, C, P) -> out); returns the flags with flagged solutions
-        added (None when no solution of these rows is flagged)."""
+        added (None when no solution of these rows is flagged).  Runs of consecutive
+        baselines (a time slice of a time-major MS) use slices of the bandpass factors."""
         b = self.bidx[r0:r1]
+        if b.size == 0:
+            return None
+        cuts = np.nonzero(np.diff(b) != 1)[0] + 1
+        starts = np.concatenate([[0], cuts])
+        ends = np.concatenate([cuts, [b.size]])
+        if starts.size > 8:   # irregular order: one gather
+            runs = [(0, b.size, self.BB[b], None if self.Bbad is None else self.Bbad[b])]
+        else:
+            runs = [(i0, i1, self.BB[b[i0]:b[i0] + i1 - i0],
+                     None if self.Bbad is None else self.Bbad[b[i0]:b[i0] + i1 - i0])
+                    for i0, i1 in zip(starts.tolist(), ends.tolist())]
         ti = self.tinv[r0:r1]
         a1, a2 = self.a1[r0:r1], self.a2[r0:r1]
-        contiguous = b.size > 0 and b[-1] - b[0] + 1 == b.size and np.all(np.diff(b) == 1)
-        BB = self.BB[b[0]:b[0] + b.size] if contiguous else self.BB[b]
         gg = self.ginv[ti, a1] * np.conj(self.ginv[ti, a2])                      # (n, P)
-        np.multiply(data, BB, out=out)
-        out *= gg[:, None, :]
+        for i0, i1, BB, _ in runs:
+            np.multiply(data[i0:i1], BB, out=out[i0:i1])
+        for p in range(out.shape[2]):   # per polarisation: long strided rows beat a 2-wide broadcast
+            np.multiply(out[:, :, p], gg[:, p:p + 1], out=out[:, :, p])
         if flag is None or (self.gbad is None and self.Bbad is None):
             return None
         bad = None
         if self.Bbad is not None:
-            bad = self.Bbad[b[0]:b[0] + b.size] if contiguous else self.Bbad[b]
-            bad = bad | flag
+            bad = np.empty_like(flag)
+            for i0, i1, _, Bb in runs:
+                np.logical_or(flag[i0:i1], Bb, out=bad[i0:i1])
         if self.gbad is not None:
             gb = self.gbad[ti, a1] | self.gbad[ti, a2]                           # (n, P)
-            if gb.any():
-                bad = (flag if bad is None else bad) | gb[:, None, :]
+            rows_bad = np.nonzero(gb.any(axis=1))[0]
+            if rows_bad.size:
+                if bad is None:
+                    bad = flag.copy()
+                bad[rows_bad] |= gb[rows_bad][:, None, :]
         return bad
 
 
@@ -448,7 +464,7 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
                                   f"(model peak {peak:.3g} Jy of {expected:.3g} Jy)")
     t0 = time.perf_counter()
     res = solve_calibration(d.vis, model, flags, d.ant1, d.ant2, d.times, d.freqs, nant=d.nant,
-                            refant=refant, solint_s=solint_s)
+                            refant=refant, solint_s=solint_s, copy_flags=flags is not d.flags)
     timings["solve"] = time.perf_counter() - t0
     del model
     qa = evaluate_qa(res, qa_thresholds, d.ant1, d.ant2)

@@ -99,18 +99,19 @@ def sumthreshold(z: np.ndarray, mask: np.ndarray, axis: int, window: int, thresh
 
 
 def _sumthreshold_x(x: np.ndarray, mask: np.ndarray, axis: int, window: int, thr: np.float32,
-                    work: _SumThresholdWork) -> None:
-    """SumThreshold on x, which already holds ``thr`` at the flagged samples."""
+                    work: _SumThresholdWork) -> bool:
+    """SumThreshold on x, which already holds ``thr`` at the flagged samples; returns
+    whether any window was over the threshold (the mask may have grown)."""
     nd = x.ndim
     axis = axis % nd
     L = x.shape[axis]
     if window > L:
-        return
+        return False
     cover, other = work.h
     if window == 1:
         np.greater(x, thr, out=cover)
         mask |= cover
-        return
+        return True
     # window sums by repeated doubling (contiguous slices, no cumsum rounding), ping-pong buffers
     src, n, w, i = x, L, 1, 0
     while w < window:
@@ -122,7 +123,7 @@ def _sumthreshold_x(x: np.ndarray, mask: np.ndarray, axis: int, window: int, thr
     hit = cover[_sl(nd, axis, 0, n)]
     np.greater(src[_sl(nd, axis, 0, n)], thr * window, out=hit)                # windows starting 0..n-1
     if not np.count_nonzero(hit):   # usual case away from RFI: nothing to dilate
-        return
+        return False
     cover[_sl(nd, axis, n, L)] = False
     # dilate: sample j is covered by any hit window starting in [j-window+1, j]
     w = 1
@@ -132,6 +133,7 @@ def _sumthreshold_x(x: np.ndarray, mask: np.ndarray, axis: int, window: int, thr
         cover, other = other, cover
         w *= 2
     mask |= cover
+    return True
 
 
 def _robust_z(a: np.ndarray, f: np.ndarray, spectral_smooth: int, temporal_smooth: int,
@@ -187,11 +189,11 @@ def _flag_block_amp(a: np.ndarray, f: np.ndarray, *, chi1: float, rho: float, ti
     x = zc          # flagged samples take the current threshold; the z values there are not needed again
     for w in sorted(set(time_windows) | set(freq_windows)):
         thr = np.float32(chi1 / rho ** math.log2(w))
+        np.copyto(x, thr, where=mask)
         if w in time_windows and w <= T:
-            np.copyto(x, thr, where=mask)
-            _sumthreshold_x(x, mask, -2, w, thr, work)
+            if _sumthreshold_x(x, mask, -2, w, thr, work):      # new flags: they take the threshold too
+                np.copyto(x, thr, where=mask)
         if w in freq_windows and w <= C:
-            np.copyto(x, thr, where=mask)
             _sumthreshold_x(x, mask, -1, w, thr, work)
     return mask
 
@@ -289,12 +291,11 @@ def flag_rfi(vis: np.ndarray, flags: np.ndarray | None = None, ant1: np.ndarray 
         a2 = pp[0]
         for x in pp[1:]:
             a2 = a2 + x
-        # zero or non-finite in any polarisation: flagged
+        # zero or NaN in any polarisation: flagged (an infinite amplitude exceeds every threshold)
         prod = pp[0] if P == 1 else np.multiply(pp[0], pp[1])
         for x in pp[2:]:
             prod = prod * x
         bad = ~(prod > 0)
-        bad |= ~np.isfinite(a2)
         del sq, pp, prod
         if packed is not None:
             fw = packed[:, sl]                                                  # (T, nb, C) uint16
@@ -318,7 +319,7 @@ def flag_rfi(vis: np.ndarray, flags: np.ndarray | None = None, ant1: np.ndarray 
                             temporal_smooth=temporal_smooth, mad_stride=mad_stride)   # (nb, T, C)
         mt = m.transpose(1, 0, 2)                                               # (T, nb, C) view
         if packed is not None:
-            packed[:, sl] |= mt.view(np.uint8).astype(np.uint16) * both
+            packed[:, sl] |= mt.view(np.uint8) * both
         else:
             out[:, sl] |= mt[..., None]
         # for the broadcast step: new RFI flags and usable samples per (time, channel)

@@ -99,6 +99,7 @@ class PointSourceModel:
         uniform = C > 1 and np.allclose(np.diff(self.freqs), df, rtol=0, atol=abs(df) * 1e-9)
         blk = int(2 ** round(math.log2(math.sqrt(C)))) if uniform else 0
         self._blk = blk if uniform and C % blk == 0 else 0
+        self._tables = None
         if self._blk:
             na = C // blk
             self._a_f = self.freqs[0] + blk * df * np.arange(na)
@@ -106,6 +107,22 @@ class PointSourceModel:
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    def prepare(self) -> None:
+        """Precompute the two phase-factor tables for every (time, baseline) (a few % of
+        the cube's size) so that repeated evaluations of a block cost one complex multiply
+        per sample and no exponentials."""
+        if self._tables is not None or not self._blk:
+            return
+        nt, nb, C = self.shape
+        ea = np.empty((nt, nb, C // self._blk), np.complex64)
+        eb = np.empty((nt, nb, self._blk), np.complex64)
+        for t in range(nt):
+            for tab, f in ((ea, self._a_f), (eb, self._b_f)):
+                cyc = np.multiply.outer(self.tau[t], f)
+                cyc -= np.round(cyc)
+                tab[t] = np.exp(1j * self.two_pi * cyc)
+        self._tables = (ea, eb)
 
     def amplitude_max(self) -> float:
         """Largest model amplitude (a point source has |M| = S(t, nu) on every baseline)."""
@@ -117,6 +134,14 @@ class PointSourceModel:
         ``chans`` (a slice or index array) evaluates only those channels."""
         tau = self.tau[t, b0:b1]
         nb = tau.size
+        if chans is None and self._tables is not None:
+            ea = self._tables[0][t, b0:b1]
+            eb = self._tables[1][t, b0:b1]
+            if out is None:
+                out = np.empty((nb, self.shape[2]), np.complex64)
+            np.multiply(ea[:, :, None], eb[:, None, :], out=out.reshape(nb, ea.shape[1], eb.shape[1]))
+            out *= self._flux32[t]
+            return out
         if chans is not None:
             f = self.freqs[chans]
             cycles = np.multiply.outer(tau, f)
@@ -520,7 +545,7 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
                       solint_s: float | None = None, n_rounds: int = 2, outlier_sigma: float | None = 5.0,
                       baseline_excess: float = 1.5, min_snr: float = 3.0, min_baselines: int = 4,
                       max_iter: int = 100, tol: float = 1e-5, threads: int = 2,
-                      block_baselines: int = 64) -> SolveResult:
+                      block_baselines: int = 64, copy_flags: bool = True) -> SolveResult:
     """Solve bandpass B and gains G in two passes over the data.
 
     Pass 1 reduces the data to the time-summed model-weighted visibilities
@@ -548,7 +573,8 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
 
     refant: antenna to reference phases to (default: most unflagged data).
     solint_s: gain interval in seconds (None = per integration, math.inf =
-    whole observation).
+    whole observation).  copy_flags=False lets the solver add its outlier flags to
+    ``flags`` in place (it becomes ``result.flags``) instead of copying the cube.
     """
     vis = np.asarray(vis)
     T, Nb, C, P = vis.shape
@@ -574,7 +600,7 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
                               refant=sub_ref, solint_s=solint_s, n_rounds=n_rounds,
                               outlier_sigma=outlier_sigma, baseline_excess=baseline_excess, min_snr=min_snr,
                               min_baselines=min_baselines, max_iter=max_iter, tol=tol, threads=threads,
-                              block_baselines=block_baselines)
+                              block_baselines=block_baselines, copy_flags=copy_flags)
         def grow(x, axis, fill):
             shape = list(x.shape)
             shape[axis] = nant
@@ -594,7 +620,12 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         r.antennas_present[present] = True
         return r
     t_setup = time.perf_counter()
-    fl = np.zeros(vis.shape, dtype=bool) if flags is None else np.array(flags, dtype=bool, copy=True)
+    if flags is None:
+        fl = np.zeros(vis.shape, dtype=bool)
+    elif not copy_flags and isinstance(flags, np.ndarray) and flags.dtype == bool and flags.shape == vis.shape:
+        fl = flags
+    else:
+        fl = np.array(flags, dtype=bool, copy=True)
     auto = ant1 == ant2
     if auto.any():
         fl[:, auto] = True
@@ -611,6 +642,8 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     ones_f = np.ones(bs, np.float32)
     Pm = 1 if model.ndim == 3 else P
     lazy_model = isinstance(model, PointSourceModel)
+    if lazy_model:
+        model.prepare()
     nbk = max(1, int(block_baselines))
     chunks = [(b0, min(Nb, b0 + nbk)) for b0 in range(0, Nb, nbk)]
     chunks = [c for c in chunks if cross[c[0]:c[1]].any()]
@@ -628,7 +661,6 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         """Per-thread scratch arrays for one block of baselines at one integration,
         layout (bl, pol, chan)."""
         def __init__(self):
-            self.V = np.empty((nbk, P, C), np.complex64)       # data, (bl, pol, chan)
             self.F = np.empty((nbk, P, C), bool)               # flags
             self.Mc = np.empty((nbk, Pm, C), np.complex64)     # conj(M)
             self.M2 = np.empty((nbk, Pm, C), np.float32)       # |M|^2
@@ -637,16 +669,16 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
             self.Mblk = np.empty((nbk, C), np.complex64) if lazy_model else None
             self.R = np.empty((nbk, P, C), np.complex64)
             self.Q = np.empty((nbk, P, C), np.float32)
+            self.Q2 = np.empty((nbk, P, C), np.float32)
             self.N = np.empty((nbk, P, C), bool)
             self.Y = np.empty((nbk, P, C), np.complex64)       # w V conj(M)
             self.W = np.empty((nbk, P, C), np.float32)         # w |M|^2
 
         def load(self, t, b0, b1):
-            """Fill V, F, Y, W for baselines b0:b1 at time t; returns views."""
+            """Fill F, Y, W for baselines b0:b1 at time t; returns views (V unused)."""
             n = b1 - b0
-            V, F, Mc, M2 = self.V[:n], self.F[:n], self.Mc[:n], self.M2[:n]
+            F, Mc, M2 = self.F[:n], self.Mc[:n], self.M2[:n]
             Y, W = self.Y[:n], self.W[:n]
-            np.copyto(V, vis[t, b0:b1].transpose(0, 2, 1))
             np.copyto(F, fl[t, b0:b1].transpose(0, 2, 1))
             if lazy_model:
                 m = model.block(t, b0, b1, out=self.Mblk[:n])
@@ -660,10 +692,10 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
                 np.multiply(Mf, Mf, out=S)
                 np.add(S[..., 0::2], S[..., 1::2], out=M2)
                 np.copyto(W, M2)
-            np.multiply(V, Mc, out=Y)
+            np.multiply(vis[t, b0:b1].transpose(0, 2, 1), Mc, out=Y)
             np.copyto(Y, 0, where=F)
             np.copyto(W, 0, where=F)
-            return V, Y, W, F, Mc
+            return None, Y, W, F, Mc
 
     flux2 = (model._flux32 ** 2) if lazy_model else None
 
@@ -758,15 +790,22 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         iters["gains_s"] += time.perf_counter() - t0
         return G, Gf, Gd
 
-    def bb_of(Bi):
-        bb = Bi[ant1] * np.conj(Bi[ant2])                                     # (Nb, P, C)
-        bb[auto] = 0
-        return bb
+    BSTEP = 512     # baselines per step of the whole-array products below (small temporaries)
+
+    def bb_of(Bi, out=None):
+        """B_p conj(B_q) per baseline (Nb, P, C), autocorrelations 0."""
+        out = np.empty((Nb, P, C), np.complex64) if out is None else out
+        for b0 in range(0, Nb, BSTEP):
+            b1 = min(Nb, b0 + BSTEP)
+            np.multiply(Bi[ant1[b0:b1]], np.conj(Bi[ant2[b0:b1]]), out=out[b0:b1])
+        out[auto] = 0
+        return out
 
     def block_means(x, w):
-        """Weighted block means over channel blocks: x, w (Nb, P, C) -> (Nb, P, NB)."""
-        ws = w.reshape(Nb, P, NB, bs).sum(axis=-1)
-        xs = (x * w).reshape(Nb, P, NB, bs).sum(axis=-1)
+        """Weighted block means over channel blocks: x, w (n, P, C) -> (n, P, NB)."""
+        n = x.shape[0]
+        ws = w.reshape(n, P, NB, bs).sum(axis=-1)
+        xs = (x * w).reshape(n, P, NB, bs).sum(axis=-1)
         return np.where(ws > 0, xs / np.where(ws > 0, ws, 1), 0)
 
     def noise_sigma2(Bi, G, times_sample) -> np.ndarray:
@@ -795,10 +834,12 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     # ---- B1 from the time sums, G1 from the coarse spectra weighted by B1's block means
     Bi, Bflag_i, Bden_i = solve_B(A1, D1, None)
     bb_cur = bb_of(Bi)
-    beta = block_means(bb_cur, D1)                                                # (Nb, P, NB)
+    beta = np.empty((Nb, P, NB), np.complex64)                                   # block means of B1 B1*
+    for b0 in range(0, Nb, BSTEP):
+        beta[b0:b0 + BSTEP] = block_means(bb_cur[b0:b0 + BSTEP], D1[b0:b0 + BSTEP])
     t0 = time.perf_counter()
-    Zs = np.einsum("tbpk,bpk->tbp", Z1, np.conj(beta).astype(np.complex64))
-    Ws = np.einsum("tbpk,bpk->tbp", Z1w, (np.abs(beta) ** 2).astype(np.float32))
+    Zs = (Z1 * np.conj(beta).astype(np.complex64)).sum(axis=-1)
+    Ws = (Z1w * (np.abs(beta) ** 2).astype(np.float32)).sum(axis=-1)
     iters["gains_s"] += time.perf_counter() - t0
     G, Gflag, Gden = solve_G(Zs, Ws, None)
     del Zs, Ws, beta
@@ -827,7 +868,7 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
                 n = b1 - b0
                 a1b, a2b = ant1[b0:b1], ant2[b0:b1]
                 bbA_c = bbA[b0:b1]
-                R, Q, N = buf.R[:n], buf.Q[:n], buf.N[:n]
+                R, Q, N, Q2 = buf.R[:n], buf.Q[:n], buf.N[:n], buf.Q2[:n]
                 ggt = (gt[:, a1b] * np.conj(gt[:, a2b])).transpose(1, 2, 0)       # (n, P, T)
                 ggc = np.conj(ggt)
                 gg2 = (ggt.real ** 2 + ggt.imag ** 2).astype(np.float32)
@@ -839,14 +880,16 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
                 for t in range(T):
                     V, Y, W, F, Mc = buf.load(t, b0, b1)
                     if flag_outliers:
+                        # residual in model-weighted form: Y - g g* B B* W = w conj(M) r, so
+                        # |.|^2 = W |r|^2 and |r| > thr <=> |.|^2 > thr^2 W (0 where flagged)
                         np.multiply(bbA_c, ggt[:, :, t, None], out=R)
-                        np.multiply(R, np.conjugate(Mc, out=buf.Mn[:n]), out=R)
-                        np.subtract(V, R, out=R)
+                        np.multiply(R, W, out=R)
+                        np.subtract(Y, R, out=R)
                         Rf = R.view(np.float32)
                         np.multiply(Rf, Rf, out=Rf)
-                        np.add(Rf[..., 0::2], Rf[..., 1::2], out=Q)             # |r|^2
-                        np.copyto(Q, 0, where=F)
-                        np.greater(Q, thr2[:, None], out=N)
+                        np.add(Rf[..., 0::2], Rf[..., 1::2], out=Q)             # W |r|^2
+                        np.multiply(W, thr2[:, None], out=Q2)
+                        np.greater(Q, Q2, out=N)
                         nn = int(np.count_nonzero(N))
                         if nn:
                             n_new += nn
@@ -855,6 +898,7 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
                             np.copyto(Y, 0, where=N)
                             np.copyto(W, 0, where=N)
                         if t in stat_times:
+                            np.divide(Q, W, out=Q, where=~F)
                             np.sqrt(Q, out=Q)
                             np.minimum(Q, thr, out=Q)
                             np.copyto(Q, 0, where=F)
@@ -886,7 +930,7 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
             sig2 = noise_sigma2(Bi, G, np.unique(np.linspace(0, T - 1, min(T, 4)).astype(int)))
             thr2 = (outlier_sigma ** 2 * sig2 / 2.0).astype(np.float32)                   # (P,)
         if r > 1:
-            bb_cur = bb_of(Bi)
+            bb_cur = bb_of(Bi, out=bb_cur)
         A, D, Z, Zw, blsum, blcnt, n_new = pass2(bb_cur, G, flag_out, thr2, A1, D1, Z1, Z1w)
         if flag_out:
             nok = blcnt[cross]                                                # (Nbc, P)
@@ -914,13 +958,18 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         Bi, Bflag_i, Bden_i = solve_B(A, D, Bi)
         t0 = time.perf_counter()
         ratio = np.where((B_old != 0) & ~Bflag_i, Bi / np.where(B_old != 0, B_old, 1), 0)   # (nant, P, C)
-        rho = ratio[ant1] * np.conj(ratio[ant2])
-        w = D * (bb_old.real ** 2 + bb_old.imag ** 2)     # G-weighted time sums of w |M|^2
-        rho_k = block_means(rho, w).astype(np.complex64)
-        rho2_k = block_means(rho.real ** 2 + rho.imag ** 2, w).astype(np.float32)
-        Zs = np.einsum("tbpk,bpk->tbp", Z, np.conj(rho_k))
-        Ws = np.einsum("tbpk,bpk->tbp", Zw, rho2_k)
-        del rho, w, bb_old, bb_cur
+        rho_k = np.empty((Nb, P, NB), np.complex64)
+        rho2_k = np.empty((Nb, P, NB), np.float32)
+        for b0 in range(0, Nb, BSTEP):
+            b1 = min(Nb, b0 + BSTEP)
+            rho = ratio[ant1[b0:b1]] * np.conj(ratio[ant2[b0:b1]])
+            bo = bb_old[b0:b1]
+            w = D[b0:b1] * (bo.real ** 2 + bo.imag ** 2)     # G-weighted time sums of w |M|^2 |B1 B1|^2
+            rho_k[b0:b1] = block_means(rho, w)
+            rho2_k[b0:b1] = block_means(rho.real ** 2 + rho.imag ** 2, w)
+        Zs = (Z * np.conj(rho_k)).sum(axis=-1)
+        Ws = (Zw * rho2_k).sum(axis=-1)
+        del rho, w, bo
         iters["gains_s"] += time.perf_counter() - t0
         G, Gflag, Gden = solve_G(Zs, Ws, G)
         r += 1
