@@ -246,7 +246,7 @@ def flag_rfi(vis: np.ndarray, flags: np.ndarray | None = None, ant1: np.ndarray 
              ant2: np.ndarray | None = None, *, chi1: float = 6.0, rho: float = 1.5,
              time_windows=(1, 2, 4, 8, 16), freq_windows=(1, 2, 4, 8, 16, 32, 64),
              spectral_smooth: int | None = None, temporal_smooth: int = 11, broadcast_fraction: float | None = 0.1,
-             block_baselines: int = 16, mad_stride: int = 4, threads: int = 2,
+             block_baselines: int = 8, mad_stride: int = 4, threads: int = 2,
              nant: int | None = None) -> FlagResult:
     """Flag RFI, zeros/NaNs and autocorrelations.
 
