@@ -38,6 +38,15 @@ class JupyterRequestError(RuntimeError):
         self.status = status
 
 
+def _die_with_parent() -> None:
+    """In the child: a SIGTERM when the console dies, even by kill -9, so no orphan keeps the port."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -102,7 +111,7 @@ class JupyterGateway:
         with open(log_path, "ab") as out:
             self._proc = await asyncio.create_subprocess_exec(*args, stdout=out, stderr=out, env=env,
                                                               stdin=asyncio.subprocess.DEVNULL,
-                                                              start_new_session=True)
+                                                              start_new_session=True, preexec_fn=_die_with_parent)
         deadline = asyncio.get_running_loop().time() + self.cfg.startup_timeout_s
         while asyncio.get_running_loop().time() < deadline:
             if self._proc.returncode is not None:

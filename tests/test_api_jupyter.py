@@ -119,3 +119,41 @@ async def test_switched_off_answers_503_with_the_reason(tmp_path: Path) -> None:
             assert status == 503 and "jupyter.mode = off" in err["detail"], path
     finally:
         await rt.stop()
+
+
+def test_the_managed_server_dies_with_a_console_killed_by_sigkill(tmp_path: Path) -> None:
+    """kill -9 of the console leaves no Jupyter server behind holding the port."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, free_port
+
+    port, jport = free_port(), free_port()
+    env = {**os.environ, "CONTIMG_JUPYTER__PORT": str(jport), "CONTIMG_JUPYTER__MODE": "managed"}
+    proc = subprocess.Popen([sys.executable, "-m", "contimg_console.cli", "--data-dir", str(tmp_path / "data"),
+                             "serve", "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        token_file = tmp_path / "data" / "notebooks" / ".jupyter-token"
+        deadline = time.time() + 60
+        while time.time() < deadline and not _listening(jport):
+            time.sleep(0.2)
+        assert _listening(jport) and token_file.exists()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    deadline = time.time() + 20
+    while time.time() < deadline and _listening(jport):
+        time.sleep(0.2)
+    assert not _listening(jport)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
