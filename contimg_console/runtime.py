@@ -44,7 +44,7 @@ class Runtime:
         self.console_log = console_log
         self.db = Database(settings.db_path)
         self.bus = EventBus()
-        self.services = Services(self.db)
+        self.services = Services(self.db, flux_alert_fraction=settings.calibration.flux_alert_fraction)
         self.accounts = Accounts(self.db)
         self.engine = Engine(settings, self.db, self.bus)
         self.ingest = IngestService(Ingestor(settings, self.db, self.bus), settings.ingest.poll_interval_s)
@@ -250,6 +250,8 @@ class Runtime:
             "scheduler": "running" if self.scheduler and self.scheduler.running else "stopped",
             "rest": self.api_url or ("disabled" if not self.with_api else "stopped"),
             "read_only": self.settings.read_only,
+            "jupyter": self.jupyter.unavailable or self.jupyter.public_url or "",
+            "jupyter_ok": self.jupyter.unavailable is None,
         }
 
     async def health_components(self) -> dict[str, dict[str, Any]]:

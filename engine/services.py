@@ -76,8 +76,9 @@ def as_dict(row: Any) -> dict[str, Any]:
 class Services:
     """Read and act on pipeline state through one small façade."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, flux_alert_fraction: float = 0.2) -> None:
         self.db = db
+        self.flux_alert_fraction = flux_alert_fraction  # calibration.flux_alert_fraction
 
     @property
     def control(self) -> PipelineControl:
@@ -153,6 +154,16 @@ class Services:
                               if i.beam_major_arcsec and i.beam_minor_arcsec else "")}
                     for i in s.scalars(q)]
 
+    def _latest_calibrator_fluxes(self) -> list[tuple[str, float, int]]:
+        """(calibrator, latest observed/catalogue ratio, measurements) for each monitored calibrator."""
+        with self.db.session() as s:
+            latest = select(m.CalibratorFlux.calibrator_name, func.max(m.CalibratorFlux.mjd).label("mjd"),
+                            func.count().label("n")).group_by(m.CalibratorFlux.calibrator_name).subquery()
+            rows = s.execute(select(latest.c.calibrator_name, m.CalibratorFlux.flux_ratio, latest.c.n).join(
+                m.CalibratorFlux, (m.CalibratorFlux.calibrator_name == latest.c.calibrator_name)
+                & (m.CalibratorFlux.mjd == latest.c.mjd)).order_by(latest.c.calibrator_name))
+            return [(r[0], float(r[1]), int(r[2])) for r in rows]
+
     def health_lines(self) -> list[tuple[str, str, str, str]]:
         """(key, what, status, detail) for the console's health screen."""
         import shutil
@@ -175,6 +186,9 @@ class Services:
             out.append(("calibration", "calibration", "stale" if age_h > 24 else "ok",
                         f"newest active set {age_h:.1f} h old"))
         out.append(("failed", "failed jobs", "attention" if failed else "ok", f"{failed} in the dead-letter view"))
+        for name, ratio, n in self._latest_calibrator_fluxes():
+            out.append((f"flux-{name}", f"flux {name}", "ok" if abs(ratio - 1) <= self.flux_alert_fraction else "check",
+                        f"observed/catalogue {ratio:.3f} (latest of {n})"))
         for a in alerts:
             out.append((f"alert-{a.id}", f"alert: {a.alert_type}", a.severity, a.message[:120]))
         return out

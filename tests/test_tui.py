@@ -150,6 +150,11 @@ async def test_data_and_health_screens(db: Database) -> None:
                       peak_flux_jy=3.1, dynamic_range=2600, beam_major_arcsec=50.2, beam_minor_arcsec=33.9,
                       created_at=datetime(2026, 11, 29, 1, tzinfo=UTC)))
         s.add(m.Alert(alert_type="pointing_change", severity="warning", message="pointing changed", source="ingest"))
+        s.flush()  # the image row first: the measurements refer to it
+        for mjd, ratio in ((61000.1, 1.01), (61001.1, 0.71)):
+            s.add(m.CalibratorFlux(calibrator_name="J0834+5534", image_id="img1", mjd=mjd, freq_hz=1.4e9,
+                                   observed_flux_jy=5 * ratio, apparent_flux_jy=3.4 * ratio, catalog_flux_jy=5.0,
+                                   flux_ratio=ratio, beam_gain=0.68, offset_deg=1.0))
     app = make_app(db)
     async with app.run_test(size=(100, 24)) as pilot:
         await settle(pilot)
@@ -166,3 +171,6 @@ async def test_data_and_health_screens(db: Database) -> None:
         assert "alert: pointing_change" in whats
         row = next(table.get_row_at(i) for i in range(table.row_count) if table.get_row_at(i)[0] == "calibration")
         assert row[1] == "none"
+        rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}
+        assert rows["Jupyter"][1:] == ["running", "http://127.0.0.1:8888"]
+        assert rows["flux J0834+5534"][1:] == ["check", "observed/catalogue 0.710 (latest of 2)"]

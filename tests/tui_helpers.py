@@ -8,7 +8,8 @@ from contimg_console.app import ContimgApp
 from engine.db import Database
 from engine.services import Services
 
-FIXED_STATUS = {"engine": "running 0/2", "scheduler": "running", "rest": "http://127.0.0.1:8000"}
+FIXED_STATUS = {"engine": "running 0/2", "scheduler": "running", "rest": "http://127.0.0.1:8000",
+                "jupyter": "http://127.0.0.1:8888", "jupyter_ok": True}
 
 
 def make_app(db: Database, **kw: Any) -> ContimgApp:
