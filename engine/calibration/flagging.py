@@ -58,9 +58,10 @@ def _running_median(x: np.ndarray, width: int, axis: int) -> np.ndarray:
         return x.copy()
     width = min(width if width % 2 else width + 1, n if n % 2 else n - 1)
     half = width // 2
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (half, half)
-    xp = np.pad(x, pad, mode="edge")
+    axis = axis % x.ndim
+    first = np.take(x, [0], axis=axis)
+    last = np.take(x, [n - 1], axis=axis)
+    xp = np.concatenate([np.repeat(first, half, axis=axis), x, np.repeat(last, half, axis=axis)], axis=axis)
     win = np.lib.stride_tricks.sliding_window_view(xp, width, axis=axis)
     part = np.partition(win, half, axis=-1)
     return part[..., half]
@@ -182,19 +183,24 @@ def _flag_block_amp(a: np.ndarray, f: np.ndarray, *, chi1: float, rho: float, ti
                     spectral_smooth: int, temporal_smooth: int, mad_stride: int) -> np.ndarray:
     """Flag one block given the polarisation-combined amplitude a (nb, 1, T, C) and
     flags f (nb, 1, T, C); returns the new mask (nb, T, C)."""
-    T, C = a.shape[2], a.shape[3]
+    nb, T, C = a.shape[0], a.shape[2], a.shape[3]
     zc = _robust_z(a, f, spectral_smooth, temporal_smooth, mad_stride)[:, 0]
     mask = f[:, 0].copy()
-    work = _SumThresholdWork(zc.shape)
-    x = zc          # flagged samples take the current threshold; the z values there are not needed again
-    for w in sorted(set(time_windows) | set(freq_windows)):
-        thr = np.float32(chi1 / rho ** math.log2(w))
-        np.copyto(x, thr, where=mask)
-        if w in time_windows and w <= T:
-            if _sumthreshold_x(x, mask, -2, w, thr, work):      # new flags: they take the threshold too
-                np.copyto(x, thr, where=mask)
-        if w in freq_windows and w <= C:
-            _sumthreshold_x(x, mask, -1, w, thr, work)
+    # SumThreshold on sub-blocks of a few baselines: its many passes then run in cache
+    sub = 8
+    work = _SumThresholdWork((min(sub, nb), T, C))
+    for s0 in range(0, nb, sub):
+        x = zc[s0:s0 + sub]   # flagged samples take the current threshold; their z values are not needed again
+        m = mask[s0:s0 + sub]
+        wk = work if x.shape[0] == work.shape[0] else _SumThresholdWork(x.shape)
+        for w in sorted(set(time_windows) | set(freq_windows)):
+            thr = np.float32(chi1 / rho ** math.log2(w))
+            np.copyto(x, thr, where=m)
+            if w in time_windows and w <= T:
+                if _sumthreshold_x(x, m, -2, w, thr, wk):      # new flags: they take the threshold too
+                    np.copyto(x, thr, where=m)
+            if w in freq_windows and w <= C:
+                _sumthreshold_x(x, m, -1, w, thr, wk)
     return mask
 
 
@@ -246,7 +252,7 @@ def flag_rfi(vis: np.ndarray, flags: np.ndarray | None = None, ant1: np.ndarray 
              ant2: np.ndarray | None = None, *, chi1: float = 6.0, rho: float = 1.5,
              time_windows=(1, 2, 4, 8, 16), freq_windows=(1, 2, 4, 8, 16, 32, 64),
              spectral_smooth: int | None = None, temporal_smooth: int = 11, broadcast_fraction: float | None = 0.1,
-             block_baselines: int = 8, mad_stride: int = 4, threads: int = 2,
+             block_baselines: int = 32, mad_stride: int = 4, threads: int = 2,
              nant: int | None = None) -> FlagResult:
     """Flag RFI, zeros/NaNs and autocorrelations.
 

@@ -545,7 +545,7 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
                       solint_s: float | None = None, n_rounds: int = 2, outlier_sigma: float | None = 5.0,
                       baseline_excess: float = 1.5, min_snr: float = 3.0, min_baselines: int = 4,
                       max_iter: int = 100, tol: float = 1e-5, threads: int = 2,
-                      block_baselines: int = 32, copy_flags: bool = True) -> SolveResult:
+                      block_baselines: int = 64, copy_flags: bool = True) -> SolveResult:
     """Solve bandpass B and gains G in two passes over the data.
 
     Pass 1 reduces the data to the time-summed model-weighted visibilities
