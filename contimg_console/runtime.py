@@ -124,7 +124,7 @@ class Runtime:
                         extra={"ids": interrupted})
         from engine.retention import recover_interrupted
 
-        if await asyncio.to_thread(recover_interrupted, self.db):
+        if await asyncio.to_thread(recover_interrupted, self.db, s):
             log.warning("retention runs or cleanup jobs interrupted by a previous stop marked failed")
         self.scheduler = AsyncIOScheduler(timezone="UTC", job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 300})

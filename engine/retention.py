@@ -355,10 +355,15 @@ def _remove(p: Path) -> None:
 
 
 def _move(src: Path, dst: Path) -> None:
+    """Move into the archive through a temporary name, so a move cut short (another filesystem: copy, then
+    delete) never leaves a partial copy under the final name."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists():
         raise RetentionError(f"{dst} already exists in the archive")
-    shutil.move(str(src), str(dst))
+    tmp = dst.with_name(dst.name + ".partial")
+    _remove(tmp)  # debris of an earlier interrupted move
+    shutil.move(str(src), str(tmp))
+    os.replace(tmp, dst)
 
 
 def _compress(p: Path) -> Path:
@@ -500,9 +505,31 @@ def _progress(db: Database, execution_id: str, done: int, freed: int, actions: l
             ex.actions, ex.errors = list(actions), list(failures)
 
 
-def recover_interrupted(db: Database) -> int:
+def reconcile_moved(settings: Any, db: Database) -> int:
+    """After a crash between moving a product and recording its new path: point rows whose file is gone at
+    the archived or compressed copy that exists. Returns how many rows were fixed."""
+    fixed = 0
+    with db.session() as s:
+        tables = ((m.MeasurementSet, "path"), (m.Image, "path"), (m.Image, "png_path"), (m.CalibrationTable, "path"))
+        for model, col in tables:
+            for row in s.scalars(select(model).where(getattr(model, col).is_not(None))):
+                p = Path(getattr(row, col))
+                if p.exists():
+                    continue
+                for moved in (archive_path(settings, p), p.with_name(p.name + ".gz"),
+                              p.with_name(p.name + ".tar.gz")):
+                    if moved.exists():
+                        setattr(row, col, str(moved))
+                        fixed += 1
+                        log.warning("retention: %s was moved to %s by an interrupted run; row updated", p, moved)
+                        break
+    return fixed
+
+
+def recover_interrupted(db: Database, settings: Any = None) -> int:
     """Executions and cleanup jobs left running by a crash are failed with the reason (actions are idempotent:
-    running the policy or resubmitting the cleanup finishes the work)."""
+    running the policy or resubmitting the cleanup finishes the work); with ``settings``, rows of products
+    moved just before the crash follow them (``reconcile_moved``)."""
     now = datetime.now(UTC)
     reason = "interrupted: the console stopped while this ran; run it again to finish"
     with db.session() as s:
@@ -517,4 +544,6 @@ def recover_interrupted(db: Database) -> int:
             if job is not None and job.state in ("queued", "running"):
                 job.state, job.finished_at, job.error, job.error_kind = "failed", now, reason, "interrupted"
             n += 1
-        return n
+    if n and settings is not None:
+        reconcile_moved(settings, db)
+    return n

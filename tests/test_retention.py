@@ -274,3 +274,23 @@ async def test_scheduled_run_acts_only_without_confirmation(rrt: Any) -> None:
     assert not f.exists()
     _, history = await call(rrt, "GET", "/api/v1/retention/executions")
     assert history[0]["triggeredBy"] == "schedule" and history[0]["itemsAffected"] == 1
+
+
+async def test_a_crash_between_moving_and_recording_is_reconciled(rrt: Any) -> None:
+    """kill -9 after an MS was moved to the archive but before its row changed: the next start finds it."""
+    import asyncio
+
+    from engine.retention import archive_path, recover_interrupted
+
+    with rrt.db.engine.begin() as c:
+        ms_id, path = c.exec_driver_sql("SELECT id, path FROM measurement_sets LIMIT 1").one()
+        c.exec_driver_sql("INSERT INTO retention_executions (id, policy_id, started_at, status, items_processed, "
+                          "items_affected, size_freed_bytes, errors, actions, triggered_by) VALUES ('x1', 'p', "
+                          "'2026-01-01 00:00:00', 'running', 1, 0, 0, '[]', '[]', 'manual')")
+    dst = archive_path(rrt.settings, Path(path))
+    dst.parent.mkdir(parents=True)
+    shutil.move(path, dst)  # what the action did before the crash
+    (dst.parent / (dst.name + ".partial")).mkdir()  # and debris of a second, cut-short move
+    assert await asyncio.to_thread(recover_interrupted, rrt.db, rrt.settings) == 1
+    with rrt.db.engine.connect() as c:
+        assert c.exec_driver_sql("SELECT path FROM measurement_sets WHERE id = ?", (ms_id,)).scalar() == str(dst)
