@@ -247,3 +247,21 @@ def test_apply_matches_row_formula(case, tmp_path):
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
     np.testing.assert_array_equal(got_fl, want_fl)
     assert out["newly_flagged"] == int((want_fl & ~flag).sum()) > 0
+
+
+def test_solve_ms_apply_from_memory_matches_two_steps(case, tmp_path):
+    """solve_ms(apply=True) (one pass from the data in memory, flags stored with it) gives the
+    same CORRECTED_DATA and FLAG as solve_ms followed by apply_calibration from the tables."""
+    obs, ms, _, _ = case
+    a, b = str(tmp_path / "a.ms"), str(tmp_path / "b.ms")
+    shutil.copytree(ms, a)
+    shutil.copytree(ms, b)
+    ra = solve_ms(a, obs.calibrator, tmp_path / "ta", qa_thresholds={"min_antennas": 10})
+    assert ra["applied"] is None
+    apply_calibration(a, ra["bandpass_table"], ra["gain_table"])
+    rb = solve_ms(b, obs.calibrator, tmp_path / "tb", qa_thresholds={"min_antennas": 10}, apply=True)
+    assert rb["qa_passed"] and rb["applied"]["rows"] == obs.vis.shape[0] * obs.vis.shape[1]
+    assert "apply" in rb["timings_s"]
+    with tables.table(a, ack=False) as ta, tables.table(b, ack=False) as tb:
+        np.testing.assert_allclose(tb.getcol("CORRECTED_DATA"), ta.getcol("CORRECTED_DATA"), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(tb.getcol("FLAG"), ta.getcol("FLAG"))

@@ -63,6 +63,22 @@ class MSData:
     antenna_names: list
     rows: np.ndarray           # (ntime, nbl) MS row of each sample, -1 where missing
     pol_index: np.ndarray      # MS correlation indices used (XX, YY)
+    reversed_channels: bool = False   # MS channels were descending (arrays are ascending)
+    ms_ncorr: int = 0                 # correlations in the MS
+
+    def as_rows(self, flags: np.ndarray | None = None):
+        """(vis, flags) as (nrow, nchan, npol) views in MS row order (for
+        :func:`apply_calibration` from memory), or None when the arrays are not a plain
+        reshape of the MS rows (other row order, missing rows, selected correlations or
+        reversed channels).  ``flags``: another flag cube of the same shape instead of
+        the flags read."""
+        T, Nb, C, P = self.vis.shape
+        if self.reversed_channels or P != self.ms_ncorr or not np.array_equal(self.pol_index, np.arange(P)):
+            return None
+        if not np.array_equal(self.rows.ravel(), np.arange(T * Nb)):
+            return None
+        f = self.flags if flags is None else flags
+        return self.vis.reshape(T * Nb, C, P), f.reshape(T * Nb, C, P)
 
 
 _READ_CHUNK_BYTES = 64 << 20
@@ -188,7 +204,7 @@ def read_ms_for_solve(ms_path: str | os.PathLike, *, datacolumn: str = "DATA") -
     finally:
         t.close()
     return MSData(vis, flags, ant1, ant2, uvw, utimes, freqs, (float(pd[0]), float(pd[1])), nant,
-                  names, rows, pol_index)
+                  names, rows, pol_index, bool(descending), int(cell[1]))
 
 
 def apply_to_arrays(vis: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
@@ -294,7 +310,8 @@ class _Corrector:
 
 def apply_calibration(ms_path: str | os.PathLike, bandpass, gains, *, datacolumn: str = "DATA",
                       out_column: str = "CORRECTED_DATA", chunk_rows: int | None = None,
-                      update_flags: bool = True, threads: int = 2) -> dict:
+                      update_flags: bool = True, threads: int = 2, data: np.ndarray | None = None,
+                      data_flags: np.ndarray | None = None) -> dict:
     """Write ``out_column`` = data / (G_p B_p (G_q B_q)^*) for every row.
 
     bandpass/gains: table paths, CalTable objects or a SolveResult (for both).
@@ -303,7 +320,11 @@ def apply_calibration(ms_path: str | os.PathLike, bandpass, gains, *, datacolumn
     chunks of ``chunk_rows`` (default ~32 MB of data) with getcolnp/putcol from
     reused buffers; the arithmetic of each chunk is shared among ``threads``
     threads (casacore itself is only called from this thread).
-    Returns counts of rows and newly flagged samples.
+    ``data`` / ``data_flags``: the data column and the flags already in memory as
+    (nrow, nchan, ncorr) in MS row order (:meth:`MSData.as_rows`), so that they are
+    not read again; with ``data_flags`` the FLAG column is written in full
+    (data_flags | flagged solutions).
+    Returns counts of rows and newly flagged samples (relative to the flags used).
     """
     tables = _tables()
     path = str(ms_path)
@@ -344,25 +365,35 @@ def apply_calibration(ms_path: str | os.PathLike, bandpass, gains, *, datacolumn
         C = fr.size
         if nrow == 0:
             return {"rows": 0, "newly_flagged": 0}
+        for name, x in (("data", data), ("data_flags", data_flags)):
+            if x is not None and x.shape != (nrow, C, P):
+                raise ValueError(f"{name} shape {x.shape} does not match the MS ({nrow}, {C}, {P})")
         a1_all = t.getcol("ANTENNA1")
         a2_all = t.getcol("ANTENNA2")
         corrector = _Corrector(Bm, Bfm, gt, G, Gf, a1_all, a2_all, t.getcol("TIME"))
         step = int(chunk_rows) if chunk_rows else max(1, (32 << 20) // (C * P * 8))
         step = min(step, nrow)
         complex_in = t.coldatatype(datacolumn) == "complex"
-        data = np.empty((step, C, P), np.complex64)
+        dbuf = np.empty((step, C, P), np.complex64) if data is None else None
         flag = np.empty((step, C, P), bool)
         out = np.empty((step, C, P), np.complex64)
         nthr = 1 if pool is None else threads
         for r0 in range(0, nrow, step):
             n = min(step, nrow - r0)
-            d, f, o = data[:n], flag[:n], out[:n]
-            if complex_in:
+            f, o = flag[:n], out[:n]
+            if data is not None:
+                d = data[r0:r0 + n]
+            elif complex_in:
+                d = dbuf[:n]
                 t.getcolnp(datacolumn, d, startrow=r0, nrow=n)
             else:
+                d = dbuf[:n]
                 d[...] = t.getcol(datacolumn, startrow=r0, nrow=n)
             if update_flags:
-                t.getcolnp("FLAG", f, startrow=r0, nrow=n)
+                if data_flags is not None:
+                    f[...] = data_flags[r0:r0 + n]
+                else:
+                    t.getcolnp("FLAG", f, startrow=r0, nrow=n)
             edges = np.linspace(0, n, nthr + 1).astype(int)
             parts = [(int(edges[i]), int(edges[i + 1])) for i in range(nthr) if edges[i + 1] > edges[i]]
 
@@ -372,14 +403,17 @@ def apply_calibration(ms_path: str | os.PathLike, bandpass, gains, *, datacolumn
 
             bads = list(pool.map(work, parts)) if pool is not None and len(parts) > 1 else [work(q) for q in parts]
             t.putcol(out_column, o, startrow=r0, nrow=n)
-            if update_flags and any(x is not None for x in bads):
-                before = int(np.count_nonzero(f))
-                for (i0, i1), x in zip(parts, bads):
-                    if x is not None:
-                        f[i0:i1] = x
-                after = int(np.count_nonzero(f))
-                if after != before:
+            if update_flags:
+                changed = False
+                if any(x is not None for x in bads):
+                    before = int(np.count_nonzero(f))
+                    for (i0, i1), x in zip(parts, bads):
+                        if x is not None:
+                            f[i0:i1] = x
+                    after = int(np.count_nonzero(f))
                     newly += after - before
+                    changed = after != before
+                if changed or data_flags is not None:
                     t.putcol("FLAG", f, startrow=r0, nrow=n)
     except RuntimeError as exc:
         raise PermanentStageError(f"{path}: applying calibration failed: {exc}") from exc
@@ -426,8 +460,9 @@ def flag_ms(ms_path: str | os.PathLike, **flag_kwargs) -> dict:
 def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: str | os.PathLike, *,
              refant: int | None = None, solint_s: float | None = None, qa_thresholds: dict | QAThresholds | None = None,
              catalogue_paths=None, flag: bool = True, flag_kwargs: dict | None = None,
-             write_flags: bool = True, model_sign: float = +1.0, table_prefix: str | None = None) -> dict:
-    """Flag -> model -> bandpass -> gains -> QA -> write B and G tables.
+             write_flags: bool = True, model_sign: float = +1.0, table_prefix: str | None = None,
+             apply: bool = False) -> dict:
+    """Flag -> model -> bandpass -> gains -> QA -> write B and G tables [-> apply].
 
     calibrator: a catalogue name/alias (built-in catalogue merged with
     ``catalogue_paths``) or a Calibrator.  solint_s: gain interval (None = one
@@ -435,7 +470,11 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
     ``out_dir/<prefix>.B`` and ``.G`` (prefix defaults to the MS name) even when
     QA fails; ``qa_passed``/``qa_reasons`` tell.  With write_flags the RFI and
     outlier flags of the cross-correlations are stored in the MS FLAG
-    column (autocorrelation flags are left as they were).  Returns plain values only.
+    column (autocorrelation flags are left as they were).  With ``apply`` and a
+    passing QA the solutions are applied to the MS (CORRECTED_DATA, and FLAG
+    with the flagged solutions) from the data already in memory, in the same pass
+    that stores the flags; ``applied`` in the result has the counts (None when
+    not applied).  Returns plain values only.
     """
     t_start = time.perf_counter()
     timings = {}
@@ -477,14 +516,28 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
     gtab = write_gain_table(out / f"{prefix}.G", res, ms_path,
                             history=f"gains on {cal.name}, refant {res.refant}, solint {solint_s}")
     timings["write_tables"] = time.perf_counter() - t0
+    wf = None
     if write_flags:
-        t0 = time.perf_counter()
         wf = res.flags
         auto = d.ant1 == d.ant2
         if auto.any():   # autocorrelations are excluded from the solve, not bad: keep their flags
             wf[:, auto] = d.flags[:, auto]
-        _write_flags(ms_path, d, wf)
-        timings["write_flags"] = time.perf_counter() - t0
+    applied = None
+    rows = d.as_rows(wf) if apply and qa.passed else None
+    if rows is not None:
+        # one pass: CORRECTED_DATA from the data in memory, FLAG = stored flags | flagged solutions
+        t0 = time.perf_counter()
+        applied = apply_calibration(ms_path, res, None, data=rows[0], data_flags=rows[1])
+        timings["apply"] = time.perf_counter() - t0
+    else:
+        if write_flags:
+            t0 = time.perf_counter()
+            _write_flags(ms_path, d, wf)
+            timings["write_flags"] = time.perf_counter() - t0
+        if apply and qa.passed:
+            t0 = time.perf_counter()
+            applied = apply_calibration(ms_path, btab, gtab)
+            timings["apply"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     return {
         "ms": ms_path,
@@ -498,4 +551,5 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
         "metrics": {k: v for k, v in qa.metrics.items()},
         "rfi_flagged_fraction": None if rfi_fraction is None else float(rfi_fraction),
         "timings_s": {k: float(v) for k, v in timings.items()},
+        "applied": applied,
     }

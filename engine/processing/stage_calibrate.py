@@ -110,8 +110,10 @@ def run_solve(params: dict[str, Any]) -> dict[str, Any]:
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("solving bandpass and gains on %s in %s", params["calibrator"], params["ms"])
+    # apply=True: a passing solution is applied to this MS from the data already in memory
     result = solve_ms(params["ms"], params["calibrator"], tmp, refant=params["refant"], solint_s=params["solint_s"],
-                      qa_thresholds=params["qa"], catalogue_paths=params["catalogues"] or None)
+                      qa_thresholds=params["qa"], catalogue_paths=params["catalogues"] or None, apply=True)
+    applied = result.pop("applied", None)
     metrics = result["metrics"]
     log.info("QA: SNR %.1f, flagged %.3f, %d/%d antennas, phase scatter %.2f deg",
              metrics.get("snr_median") or float("nan"), metrics.get("data_flagged_fraction") or float("nan"),
@@ -124,7 +126,8 @@ def run_solve(params: dict[str, Any]) -> dict[str, Any]:
     result["metrics"] = _clean(metrics)
     if not result["qa_passed"]:
         raise CalibrationQAError("calibration QA failed: " + "; ".join(result["qa_reasons"]), result)
-    applied = apply_calibration(params["ms"], result["bandpass_table"], result["gain_table"])
+    if applied is None:   # not applicable from memory (unusual MS layout): from the tables
+        applied = apply_calibration(params["ms"], result["bandpass_table"], result["gain_table"])
     log.info("applied own solutions to %d rows", applied["rows"])
     return result
 
