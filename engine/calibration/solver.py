@@ -376,24 +376,11 @@ def solution_intervals(times_s: np.ndarray, solint_s: float | None) -> tuple[np.
     return idx, 0.5 * (lo + hi), hi - lo
 
 
-def _to_matrices(vals: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: int,
-                 hermitian: bool) -> np.ndarray:
-    """(nbl, nprob) baseline values -> (nprob, nant, nant) matrices at (p,q) and (q,p)
-    (complex64 Hermitian or float32 symmetric)."""
-    nprob = vals.shape[1]
-    dtype = np.complex64 if hermitian else np.float32
-    mat = np.zeros((nant * nant, nprob), dtype=dtype)       # row scatter (contiguous rows)
-    v = np.asarray(vals, dtype=dtype)
-    mat[ant1 * nant + ant2] = v
-    mat[ant2 * nant + ant1] = np.conj(v) if hermitian else v
-    return mat.reshape(nant, nant, nprob).transpose(2, 0, 1)   # view, problems first
-
-
 def _problem_matrices(vals: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: int,
                       hermitian: bool, out: np.ndarray | None = None, block: int = 16) -> np.ndarray:
-    """Like :func:`_to_matrices` but returns contiguous (nprob, nant, nant) matrices
-    (into ``out`` when given), built a few problems at a time (a cache-friendly
-    transposition)."""
+    """(nbl, nprob) baseline values -> contiguous (nprob, nant, nant) matrices with the
+    values at (p, q) and (conjugated when hermitian) at (q, p), into ``out`` when
+    given; built a few problems at a time (a cache-friendly transposition)."""
     nbl, nprob = vals.shape
     dtype = np.complex64 if hermitian else np.float32
     if out is None:
