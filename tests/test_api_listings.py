@@ -67,8 +67,9 @@ async def test_only_listed_job_columns_move_the_jobs_version(runtime: Any) -> No
     path = runtime.settings.db_path
     t0 = datetime(2026, 11, 29, tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     with sqlite3.connect(path) as c:
+        # a job type no stage of this engine claims, so the running engine leaves it alone
         c.execute("INSERT INTO jobs (id, type, queue, params, priority, state, run_after, attempts, max_attempts, "
-                  "created_at) VALUES ('j1', 'image', 'q', '{}', 100, 'queued', ?, 0, 3, ?)", (t0, t0))
+                  "created_at) VALUES ('j1', 'external', 'q', '{}', 100, 'queued', ?, 0, 3, ?)", (t0, t0))
     before = versions(path)["jobs"]
     with sqlite3.connect(path) as c:  # a lease heartbeat is not news for the jobs list
         c.execute("UPDATE jobs SET heartbeat_at = ?, lease_until = ? WHERE id = 'j1'", (t0, t0))
