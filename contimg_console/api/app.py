@@ -80,13 +80,9 @@ def build_app(runtime: Runtime) -> web.Application:
     listings = app["listings"] = ListingCache(Products(runtime.db).listing_versions,
                                               max_stale_s=api.listing_max_stale_s)
 
-    async def start_listings(_: web.Application) -> None:
-        listings.start()
-
     async def stop_listings(_: web.Application) -> None:
-        listings.close()
+        listings.close()  # the build process starts with the first listing request
 
-    app.on_startup.append(start_listings)
     app.on_cleanup.append(stop_listings)
     authorize = make_authorizer(runtime)
     for r in all_routers():

@@ -87,7 +87,7 @@ class ListingCache:
         self.builds = 0
 
     def start(self) -> None:
-        """Start the build process now (it imports the engine once), so the first listing is not slow."""
+        """Start the build process (it imports the engine once, ~1 s; later builds pay nothing for it)."""
         if self._pool is None:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
             self._pool.submit(_warm)
