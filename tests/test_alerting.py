@@ -5,19 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
+from engine_helpers import seed_groups
+from http_helpers import call
 
 from engine.alerting import Evaluator
 from engine.db import models as m
-from engine_helpers import seed_groups
-
-
-async def call(rt: Any, method: str, path: str, token: str | None = None, **kw: Any) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, rt.api_url + path, headers=headers, **kw) as resp:
-            return resp.status, (await resp.json() if "json" in resp.content_type else None)
-
 
 POLICY = {"name": "queue backing up", "description": "", "severity": "critical", "channels": ["email"],
           "enabled": True, "rules": [{"metric": "contimg_queue_depth", "operator": ">", "threshold": 1}],

@@ -7,18 +7,15 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import nbformat
 import pytest
-from nbclient import NotebookClient
-
 from conftest import make_settings
+from http_helpers import call as http_call
+from nbclient import NotebookClient
 
 
 async def call(rt: Any, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {rt.token}"}) as http:
-        async with http.request(method, rt.api_url + path, **kw) as resp:
-            return resp.status, await resp.json()
+    return await http_call(rt, method, path, rt.token, **kw)
 
 
 @pytest.fixture

@@ -5,16 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
-
 from engine_helpers import seed_groups
-
-
-async def call(rt: Any, method: str, path: str, token: str | None = None, **kw: Any) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, rt.api_url + path, headers=headers, **kw) as resp:
-            return resp.status, (await resp.json() if "json" in resp.content_type else await resp.text())
+from http_helpers import call
 
 
 def tokens(rt: Any) -> dict[str, str]:

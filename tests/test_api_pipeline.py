@@ -5,13 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
-
-
-async def call(rt: Any, method: str, path: str, token: str | None = None, **kw: Any) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, rt.api_url + path, headers=headers, **kw) as resp:
-            return resp.status, (await resp.json() if "json" in resp.content_type else await resp.text())
+from http_helpers import call
 
 
 async def test_pipeline_control_and_conversion(flow_runtime_factory: Any) -> None:

@@ -5,18 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import pytest
+from http_helpers import call
 
 from engine.db import models as m
 from engine.queries import QueryError, compile_filters, parse_query_string
-
-
-async def call(rt: Any, method: str, path: str, token: str | None = None, **kw: Any) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, rt.api_url + path, headers=headers, **kw) as resp:
-            return resp.status, (await resp.json() if "json" in resp.content_type else await resp.text())
 
 
 @pytest.fixture

@@ -6,14 +6,14 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import pytest
-
 from conftest import make_settings
+from engine_helpers import FAST, seed_groups
+from http_helpers import call as http_call
+
 from engine.db import models as m
 from engine.processing.stats import task_name
 from engine.workflows import WorkflowError, check_dag
-from engine_helpers import FAST, seed_groups
 
 CONVERT = task_name("convert")
 
@@ -30,9 +30,7 @@ async def start(tmp_path: Any, registry: str) -> Any:
 
 
 async def call(rt: Any, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {rt.token}"}) as http:
-        async with http.request(method, rt.api_url + path, **kw) as resp:
-            return resp.status, await resp.json()
+    return await http_call(rt, method, path, rt.token, **kw)
 
 
 def hold(rt: Any, n: int) -> list[str]:

@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from astropy.io import fits
-
 from conftest import make_settings
+from http_helpers import call as http_call
+
 from engine.retention import Item, RetentionError, select_candidates, validate_rules
 
 RELOCATED_COLUMNS = [("measurement_sets", "path"), ("images", "path"), ("images", "png_path"),
@@ -54,10 +54,7 @@ async def rrt(flow_data_root: Path, flow_runtime_factory: Any, tmp_path: Path): 
 
 
 async def call(rt: Any, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {rt.token}"}
-    async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.request(method, rt.api_url + path, **kw) as resp:
-            return resp.status, await resp.json()
+    return await http_call(rt, method, path, rt.token, **kw)
 
 
 def policy(data_type: str, action: str, **extra: Any) -> dict[str, Any]:
