@@ -146,14 +146,15 @@ def inventory(settings: Any, db: Database, data_type: str) -> list[Item]:
     return list(_INVENTORIES[data_type](settings, db))
 
 
-def _on_disk(kind: str, data_type: str, rows: Iterable[tuple[Any, str, datetime, str | None]]) -> Iterable[Item]:
+def _on_disk(kind: str, data_type: str,
+             rows: Iterable[tuple[Any, str, datetime, str | None, int | None]]) -> Iterable[Item]:
     """Items of one-directory products (an MS, a calibration table) that still exist: (key, path, created,
-    protection reason or None)."""
-    for key, path, created, reason in rows:
+    protection reason or None, size recorded when it was written or None to measure it)."""
+    for key, path, created, reason, size in rows:
         p = Path(path)
         if p.exists():
-            yield Item(f"{kind}:{key}", data_type, p, _size(p), created, [p], _atime(p), reason is not None,
-                       reason, (kind, key))
+            yield Item(f"{kind}:{key}", data_type, p, size if size else _size(p), created, [p], _atime(p),
+                       reason is not None, reason, (kind, key))
 
 
 def _ms_items(settings: Any, db: Database) -> Iterable[Item]:
@@ -163,9 +164,11 @@ def _ms_items(settings: Any, db: Database) -> Iterable[Item]:
         cal_ms = {cs.source_ms_path: usable[cs.id] for cs in s.scalars(select(m.CalibrationSet))
                   if cs.id in usable}
         rows = s.execute(select(m.MeasurementSet.id, m.MeasurementSet.path, m.MeasurementSet.group_id,
-                                m.MeasurementSet.created_at)).all()
-    return _on_disk("ms", "measurement_set", [(i, path, created, busy.get(gid) or cal_ms.get(path))
-                                              for i, path, gid, created in rows])
+                                m.MeasurementSet.created_at, m.MeasurementSet.size_bytes)).all()
+    # the size recorded at conversion spares walking thousands of MS directories (calibration only
+    # rewrites columns the converter already wrote)
+    return _on_disk("ms", "measurement_set", [(i, path, created, busy.get(gid) or cal_ms.get(path), size)
+                                              for i, path, gid, created, size in rows])
 
 
 def _cal_items(settings: Any, db: Database) -> Iterable[Item]:
@@ -173,7 +176,7 @@ def _cal_items(settings: Any, db: Database) -> Iterable[Item]:
         usable = _usable_sets(s, settings.calibration.fallback_h)
         rows = s.execute(select(m.CalibrationTable.id, m.CalibrationTable.path, m.CalibrationTable.set_id,
                                 m.CalibrationTable.created_at)).all()
-    return _on_disk("caltable", "calibration", [(i, path, created, usable.get(set_id))
+    return _on_disk("caltable", "calibration", [(i, path, created, usable.get(set_id), None)
                                                 for i, path, set_id, created in rows])
 
 
@@ -434,6 +437,7 @@ def _update_rows(db: Database, kind: str, key: Any, action: str, item: Item, new
             if ms is not None:
                 if new_paths:
                     ms.path = str(new_paths[0])
+                    ms.size_bytes = _size(new_paths[0])  # a tar.gz is smaller than the MS it holds
                 ms.qa_summary = f"{(ms.qa_summary or '').strip('; ')}; {action}d by {why}".strip("; ")
         elif kind == "image":
             img = s.get(m.Image, key)
