@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.logs import get_logger
+from engine.units import cancel_and_wait
 
 log = get_logger("demo")
 
@@ -37,12 +38,7 @@ class DemoFeeder:
         self._task = asyncio.create_task(self._run(), name="demo-feed")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     def _simulate(self) -> list[list[Path]]:
         from engine.simulator import simulate

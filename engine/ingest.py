@@ -31,6 +31,7 @@ from engine.logs import get_logger
 from engine.processing import states
 from engine.processing.transitions import transition
 from engine.subbands import SubbandNameError, parse_subband_filename
+from engine.units import cancel_and_wait
 
 log = get_logger("ingest")
 N_SUBBANDS = 16
@@ -274,13 +275,8 @@ class IngestService:
         self._task = asyncio.create_task(self._loop(), name="ingest")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

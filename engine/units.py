@@ -1,7 +1,9 @@
-"""Small shared formatting and retry helpers used across the core."""
+"""Small shared formatting, retry and task helpers used across the core."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -31,3 +33,12 @@ def retry_busy(fn: Callable[[], T], attempts: int = 5) -> T:
                 raise
             time.sleep(0.05 * (i + 1))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def cancel_and_wait(task: asyncio.Task[object] | None) -> None:
+    """Cancel a background task and wait until it has stopped (its cancellation is not an error)."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
