@@ -202,6 +202,7 @@ def _read_header(f: h5py.File, path: Path) -> UVH5Header:
     # phase information
     ra0 = dec0 = epoch = None
     frame = None
+    cat_name = ""
     if "phase_center_catalog" in h:
         cat = h["phase_center_catalog"]
         entries = []
@@ -228,6 +229,7 @@ def _read_header(f: h5py.File, path: Path) -> UVH5Header:
             ra0, dec0 = float(e["cat_lon"]), float(e["cat_lat"])
             frame = _str(e.get("cat_frame", "icrs"))
             epoch = float(e["cat_epoch"]) if e.get("cat_epoch") is not None else 2000.0
+            cat_name = _str(e.get("cat_name", ""))
         else:
             raise PermanentStageError(f"{path}: phase centre type {ctype!r} is not supported")
     else:
@@ -282,7 +284,7 @@ def _read_header(f: h5py.File, path: Path) -> UVH5Header:
         spw_axis=spw_axis,
         vis_units=_str(h["vis_units"]) if "vis_units" in h else "uncalib",
         history=_str(h["history"]) if "history" in h else "",
-        object_name=_str(h["object_name"]) if "object_name" in h else "",
+        object_name=_str(h["object_name"]) if "object_name" in h else cat_name,
     )
 
 

@@ -217,7 +217,7 @@ def calibrator_model(cal: Calibrator, uvw_m: np.ndarray, times_s: np.ndarray, fr
                      phase_centre: tuple[float, float], *, pointing_dec: float | None = None,
                      pointing_ra_at_mid: float | None = None, t_mid: float | None = None,
                      primary_beam: bool = True, sign: float = +1.0,
-                     lazy: bool = False) -> np.ndarray | PointSourceModel:
+                     lazy: bool = False, geometry=None) -> np.ndarray | PointSourceModel:
     """Model visibilities (ntime, nbl, nchan) of a catalogue calibrator.
 
     phase_centre: (ra, dec) radians (the MS FIELD PHASE_DIR).  The dishes point
@@ -228,13 +228,19 @@ def calibrator_model(cal: Calibrator, uvw_m: np.ndarray, times_s: np.ndarray, fr
     the source's offset from the pointing at each time and frequency.
     lazy: return a :class:`PointSourceModel` (evaluated block by block where it
     is used; :func:`solve_calibration` accepts it) instead of the array.
+    geometry: a :class:`engine.calibration.geometry.BeamGeometry` read from the MS
+    (tracked or drift pointing, dish diameter); it replaces the DSA-110 drift
+    defaults above.
     """
     ra0, dec0 = phase_centre
     times = np.asarray(times_s, dtype=np.float64)
     freqs = np.asarray(freqs_hz, dtype=np.float64)
     lmn = direction_cosines(cal.ra_rad, cal.dec_rad, ra0, dec0)
     flux = np.broadcast_to(cal.flux_at(freqs), (times.size, freqs.size)).astype(np.float64)
-    if primary_beam:
+    if primary_beam and geometry is not None:
+        off = geometry.offsets(times, cal.ra_rad, cal.dec_rad)   # (T,)
+        flux = flux * airy_power(off[:, None], freqs[None, :], geometry.dish_diameter_m)
+    elif primary_beam:
         pdec = dec0 if pointing_dec is None else pointing_dec
         pra_mid = ra0 if pointing_ra_at_mid is None else pointing_ra_at_mid
         tm = 0.5 * (times.min() + times.max()) if t_mid is None else t_mid
