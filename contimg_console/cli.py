@@ -372,8 +372,12 @@ def _ms_meta(ms: Path) -> tuple[float, float, float]:
     return float(times.min()) / 86400, float(times.max()) / 86400, math.degrees(dec)
 
 
+def _num(value: object, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) else "n/a"
+
+
 def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.calibration.apply import solve_ms
+    from engine.calibration.solve_ms import solve_ms
     from engine.calibration.catalogue import merged_catalogue
     from engine.calibration.transit import best_calibrator
 
@@ -391,10 +395,14 @@ def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
     result = solve_ms(str(args.ms), name, out, refant=cfg.refant, solint_s=cfg.solint_s,
                       qa_thresholds=cfg.qa_thresholds(), catalogue_paths=cfg.catalogue_files or None)
     m = result["metrics"]
+    g = result["beam_geometry"]
     print(f"calibrator {result['calibrator']}, refant {result['refant_name']}")
-    print(f"QA {'passed' if result['qa_passed'] else 'FAILED'}: SNR {m.get('snr_median')}, "
-          f"flagged {m.get('data_flagged_fraction')}, antennas {m.get('n_antennas_with_solutions')}/"
-          f"{m.get('n_antennas')}, phase scatter {m.get('phase_scatter_deg')} deg")
+    print(f"primary beam: {g['mode']}, {g['dish_diameter_m']:g} m dish ({g['dish_source']}); {g['reason']}")
+    print(f"QA {'passed' if result['qa_passed'] else 'FAILED'}: SNR {_num(m.get('snr_median'), '.1f')}, "
+          f"flagged {_num(m.get('data_flagged_fraction'), '.3f')}, antennas {m.get('n_antennas_with_solutions')}/"
+          f"{m.get('n_antennas')}, residual {_num(m.get('residual_ratio'), '.2f')} x thermal, closure phase "
+          f"{_num(m.get('closure_phase_rms_deg'), '.2f')} deg, amplitude/model "
+          f"{_num(m.get('model_amp_ratio_min'), '.4f')}..{_num(m.get('model_amp_ratio_max'), '.4f')}")
     for reason in result["qa_reasons"]:
         print(f"  - {reason}")
     print(f"tables: {result['bandpass_table']} {result['gain_table']}")

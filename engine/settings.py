@@ -117,11 +117,21 @@ class CalibrationSettings(_Section):
     qa_min_snr: float = Field(10.0, ge=0)
     qa_max_flagged_fraction: float = Field(0.3, ge=0, le=1)
     qa_min_antenna_fraction: float = Field(0.8, ge=0, le=1)
-    qa_max_phase_scatter_deg: float = Field(15.0, gt=0)
+    # the solution against its own data (engine.calibration.qa_data)
+    qa_max_residual_ratio: float = Field(1.5, gt=0)
+    qa_max_closure_phase_deg: float = Field(5.0, gt=0)
+    qa_max_model_amp_deviation: float = Field(0.05, gt=0)
+    qa_max_bad_antennas: int = Field(0, ge=0)
+    # the atmosphere, not the solution: not gated unless set
+    qa_max_phase_scatter_deg: float | None = Field(None, gt=0)
 
-    def qa_thresholds(self) -> dict[str, float]:
+    def qa_thresholds(self) -> dict[str, float | int | None]:
         return {"min_snr": self.qa_min_snr, "max_flagged_fraction": self.qa_max_flagged_fraction,
                 "min_antenna_fraction": self.qa_min_antenna_fraction,
+                "max_residual_ratio": self.qa_max_residual_ratio,
+                "max_closure_phase_deg": self.qa_max_closure_phase_deg,
+                "max_model_amp_deviation": self.qa_max_model_amp_deviation,
+                "max_bad_antennas": self.qa_max_bad_antennas,
                 "max_phase_scatter_deg": self.qa_max_phase_scatter_deg}
 
 

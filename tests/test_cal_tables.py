@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from casacore import tables
 
-from engine.calibration.apply import apply_calibration, read_ms_for_solve, solve_ms
+from engine.calibration.apply import apply_calibration, read_ms_for_solve
+from engine.calibration.solve_ms import solve_ms
 from engine.calibration.caltable import read_caltable, write_bandpass_table, write_gain_table
 from engine.calibration.catalogue import Calibrator, CatalogueError
 from engine.calibration.solver import solve_calibration

@@ -1,35 +1,28 @@
-"""Reading an MS for the solver, applying solutions, and the whole solve stage.
+"""Reading an MS for the solver and applying solutions (the solve stage is in ``solve_ms``).
 
 * :func:`read_ms_for_solve` reads DATA, FLAG, UVW, TIME, antennas, channel
   frequencies and the phase centre into (ntime, nbl, nchan, npol) arrays.
 * :func:`apply_calibration` writes CORRECTED_DATA = DATA / (G_p B_p (G_q B_q)^*)
   in row chunks, gains interpolated in time (amplitude linear, phase along the
   shorter arc), and flags data whose solutions are flagged.
-* :func:`solve_ms` runs flag -> model -> bandpass -> gains -> QA -> tables and
-  returns plain values (picklable; safe to run in a process pool, one MS per
-  process: python-casacore is not thread-safe).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from engine.errors import PermanentStageError, TransientStageError
 
-from .caltable import CalTable, read_caltable, write_bandpass_table, write_gain_table
-from .catalogue import Calibrator, find_calibrator, merged_catalogue
+from .caltable import CalTable, read_caltable
 from .flagging import flag_rfi
 from .interpolate import interpolate_in_time
-from .qa import QAThresholds, evaluate_qa
-from .solver import SolveResult, calibrator_model, solve_calibration
+from .solver import SolveResult
 
-__all__ = ["MSData", "read_ms_for_solve", "apply_to_arrays", "apply_calibration", "solve_ms", "flag_ms"]
+__all__ = ["MSData", "read_ms_for_solve", "apply_to_arrays", "apply_calibration", "flag_ms", "store_flags"]
 
 
 def _tables():
@@ -424,7 +417,7 @@ def apply_calibration(ms_path: str | os.PathLike, bandpass, gains, *, datacolumn
     return {"rows": int(nrow), "newly_flagged": newly}
 
 
-def _write_flags(path: str, d: MSData, flags: np.ndarray) -> None:
+def store_flags(path: str, d: MSData, flags: np.ndarray) -> None:
     t = _open_ms(path, readonly=False)
     try:
         nrow = t.nrows()
@@ -452,104 +445,6 @@ def flag_ms(ms_path: str | os.PathLike, **flag_kwargs) -> dict:
     auto = d.ant1 == d.ant2
     if auto.any():   # autocorrelations are not RFI-tested: keep their flags
         fr.flags[:, auto] = d.flags[:, auto]
-    _write_flags(str(ms_path), d, fr.flags)
+    store_flags(str(ms_path), d, fr.flags)
     return {"flagged_fraction": fr.flagged_fraction, "new_fraction": fr.new_fraction,
             "antenna_fraction": fr.antenna_fraction.tolist(), "channel_fraction": fr.channel_fraction.tolist()}
-
-
-def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: str | os.PathLike, *,
-             refant: int | None = None, solint_s: float | None = None, qa_thresholds: dict | QAThresholds | None = None,
-             catalogue_paths=None, flag: bool = True, flag_kwargs: dict | None = None,
-             write_flags: bool = True, model_sign: float = +1.0, table_prefix: str | None = None,
-             apply: bool = False) -> dict:
-    """Flag -> model -> bandpass -> gains -> QA -> write B and G tables [-> apply].
-
-    calibrator: a catalogue name/alias (built-in catalogue merged with
-    ``catalogue_paths``) or a Calibrator.  solint_s: gain interval (None = one
-    per integration, math.inf = one for the whole MS).  Tables are written to
-    ``out_dir/<prefix>.B`` and ``.G`` (prefix defaults to the MS name) even when
-    QA fails; ``qa_passed``/``qa_reasons`` tell.  With write_flags the RFI and
-    outlier flags of the cross-correlations are stored in the MS FLAG
-    column (autocorrelation flags are left as they were).  With ``apply`` and a
-    passing QA the solutions are applied to the MS (CORRECTED_DATA, and FLAG
-    with the flagged solutions) from the data already in memory, in the same pass
-    that stores the flags; ``applied`` in the result has the counts (None when
-    not applied).  Returns plain values only.
-    """
-    t_start = time.perf_counter()
-    timings = {}
-    ms_path = str(ms_path)
-    cal = calibrator if isinstance(calibrator, Calibrator) else \
-        find_calibrator(calibrator, merged_catalogue(catalogue_paths))
-    t0 = time.perf_counter()
-    d = read_ms_for_solve(ms_path)
-    timings["read"] = time.perf_counter() - t0
-    flags = d.flags
-    rfi_fraction = None
-    if flag:
-        t0 = time.perf_counter()
-        fr = flag_rfi(d.vis, d.flags, d.ant1, d.ant2, nant=d.nant, **(flag_kwargs or {}))
-        flags = fr.flags
-        rfi_fraction = fr.new_fraction
-        timings["flag"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    # evaluated block by block inside the solve passes: the 0.7 GB cube is never stored
-    model = calibrator_model(cal, d.uvw, d.times, d.freqs, d.phase_centre, sign=model_sign, lazy=True)
-    timings["model"] = time.perf_counter() - t0
-    peak = model.amplitude_max()
-    expected = float(np.max(cal.flux_at(d.freqs)))
-    if not peak > 0.05 * expected:   # beam power < 5 %: beyond the main lobe of the primary beam
-        raise PermanentStageError(f"{ms_path}: calibrator {cal.name} is outside the primary beam main lobe "
-                                  f"(model peak {peak:.3g} Jy of {expected:.3g} Jy)")
-    t0 = time.perf_counter()
-    res = solve_calibration(d.vis, model, flags, d.ant1, d.ant2, d.times, d.freqs, nant=d.nant,
-                            refant=refant, solint_s=solint_s, copy_flags=flags is not d.flags)
-    timings["solve"] = time.perf_counter() - t0
-    del model
-    qa = evaluate_qa(res, qa_thresholds, d.ant1, d.ant2)
-    t0 = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    prefix = table_prefix or Path(ms_path.rstrip("/")).name.removesuffix(".ms")
-    btab = write_bandpass_table(out / f"{prefix}.B", res, ms_path,
-                                history=f"bandpass on {cal.name}, refant {res.refant}")
-    gtab = write_gain_table(out / f"{prefix}.G", res, ms_path,
-                            history=f"gains on {cal.name}, refant {res.refant}, solint {solint_s}")
-    timings["write_tables"] = time.perf_counter() - t0
-    wf = None
-    if write_flags:
-        wf = res.flags
-        auto = d.ant1 == d.ant2
-        if auto.any():   # autocorrelations are excluded from the solve, not bad: keep their flags
-            wf[:, auto] = d.flags[:, auto]
-    applied = None
-    rows = d.as_rows(wf) if apply and qa.passed else None
-    if rows is not None:
-        # one pass: CORRECTED_DATA from the data in memory, FLAG = stored flags | flagged solutions
-        t0 = time.perf_counter()
-        applied = apply_calibration(ms_path, res, None, data=rows[0], data_flags=rows[1])
-        timings["apply"] = time.perf_counter() - t0
-    else:
-        if write_flags:
-            t0 = time.perf_counter()
-            _write_flags(ms_path, d, wf)
-            timings["write_flags"] = time.perf_counter() - t0
-        if apply and qa.passed:
-            t0 = time.perf_counter()
-            applied = apply_calibration(ms_path, btab, gtab)
-            timings["apply"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - t_start
-    return {
-        "ms": ms_path,
-        "calibrator": cal.name,
-        "bandpass_table": btab,
-        "gain_table": gtab,
-        "refant": int(res.refant),
-        "refant_name": d.antenna_names[res.refant] if res.refant < len(d.antenna_names) else str(res.refant),
-        "qa_passed": bool(qa.passed),
-        "qa_reasons": list(qa.reasons),
-        "metrics": {k: v for k, v in qa.metrics.items()},
-        "rfi_flagged_fraction": None if rfi_fraction is None else float(rfi_fraction),
-        "timings_s": {k: float(v) for k, v in timings.items()},
-        "applied": applied,
-    }

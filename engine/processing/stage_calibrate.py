@@ -103,7 +103,8 @@ def run_solve(params: dict[str, Any]) -> dict[str, Any]:
     import logging
     import shutil
 
-    from engine.calibration.apply import apply_calibration, solve_ms
+    from engine.calibration.apply import apply_calibration
+    from engine.calibration.solve_ms import solve_ms
 
     log = logging.getLogger("contimg.stage.solve")
     out_dir = Path(params["out_dir"])

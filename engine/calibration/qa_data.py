@@ -1,0 +1,138 @@
+"""QA that measures a calibration solution against the calibrator's own data.
+
+Antenna-based gains can absorb almost anything antenna-based, including the
+atmosphere, so the gains' spread in time says little about their quality.  What a
+good solution does is make the corrected calibrator look like its model within the
+thermal noise.  Three numbers say whether it does:
+
+* ``residual_ratio``: robust rms of (corrected - model) over the robust rms of the
+  channel-to-channel differences of the same residuals divided by sqrt(2).  The
+  differences remove anything smooth in frequency (a wrong model, unfit gains), so
+  the denominator is the thermal noise measured from the data themselves; a model
+  that fits leaves a ratio near 1.
+* ``closure_phase_rms_deg``: robust rms of the closure phases of the corrected,
+  model-divided, channel-averaged calibrator per integration.  Closure phases do not
+  depend on antenna gains, so any that do not vanish come from a model that does not
+  describe the sky or from baseline-based errors; ``closure_phase_expected_deg`` is
+  what the noise alone gives.
+* ``model_amp_ratio_*``: the corrected calibrator's amplitude over its model in each
+  integration (a wrong beam or flux scale shows here).
+
+Samples are subsampled in channel pairs to at most ``max_samples`` so the checks
+cost a small fraction of the solve at full DSA-110 size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from engine.robust import robust_complex_rms
+
+from .interpolate import interpolate_in_time
+
+MAX_TRIANGLES = 4000
+
+
+def _triangles(nant: int, present: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    ants = np.asarray(present)
+    n = ants.size
+    if n < 3:
+        return np.zeros((0, 3), int)
+    total = n * (n - 1) * (n - 2) // 6
+    if total <= MAX_TRIANGLES:
+        i, j, k = np.array([(i, j, k) for i in range(n) for j in range(i + 1, n) for k in range(j + 1, n)]).T
+    else:
+        pick = np.sort(rng.choice(n, size=(MAX_TRIANGLES, 3), replace=True), axis=1)
+        pick = pick[(pick[:, 0] < pick[:, 1]) & (pick[:, 1] < pick[:, 2])]
+        i, j, k = pick.T
+    return np.stack([ants[i], ants[j], ants[k]], axis=1)
+
+
+def corrected_checks(vis: np.ndarray, flags: np.ndarray, model, result, ant1: np.ndarray, ant2: np.ndarray,
+                     times_s: np.ndarray, *, max_samples: float = 2e7, seed: int = 0) -> dict:
+    """Metrics of the corrected calibrator against ``model`` (see the module docstring).
+
+    vis/flags: (ntime, nbl, nchan, npol) as solved; model: (ntime, nbl, nchan) array or a
+    lazy PointSourceModel; result: the SolveResult; ant1/ant2: (nbl,); times_s: (ntime,).
+    """
+    T, Nb, C, P = vis.shape
+    a1, a2 = np.asarray(ant1), np.asarray(ant2)
+    cross = np.nonzero(a1 != a2)[0]
+    out = {"residual_ratio": float("nan"), "residual_rms_jy": float("nan"), "thermal_rms_jy": float("nan"),
+           "closure_phase_rms_deg": float("nan"), "closure_phase_expected_deg": float("nan"),
+           "model_amp_ratio_median": float("nan"), "model_amp_ratio_min": float("nan"),
+           "model_amp_ratio_max": float("nan"), "model_amp_deviation_max": float("nan")}
+    if cross.size == 0 or C < 2:
+        return out
+    # channel pairs (c, c+1), strided so that at most max_samples samples are examined
+    stride = max(1, int(math.ceil(T * cross.size * C * P / max_samples)))
+    c0 = np.arange(0, C - 1, 2 * stride)
+    chans = np.sort(np.concatenate([c0, c0 + 1]))
+    pair = np.searchsorted(chans, c0)                     # positions of c0 within chans
+    g, gf = interpolate_in_time(result.gain_times, result.gains, result.gain_flags, np.asarray(times_s, float))
+    B = result.bandpass[:, chans]
+    Bf = result.bandpass_flags[:, chans] | (B == 0)
+    resid, diffs = [], []
+    ratios = np.full(T, np.nan)
+    rho = np.zeros((T, cross.size), np.complex128)        # channel-averaged corrected / model per baseline
+    rho_w = np.zeros((T, cross.size))
+    for t in range(T):
+        Jt = g[t][:, None, :] * B                          # (nant, nc, P)
+        bad = gf[t][:, None, :] | Bf
+        Jp, Jq = Jt[a1[cross]], Jt[a2[cross]]
+        den = Jp * np.conj(Jq)
+        ok = ~(flags[t][cross][:, chans] | bad[a1[cross]] | bad[a2[cross]]) & (den != 0)
+        m = model.block(t, chans=chans) if hasattr(model, "block") else np.asarray(model[t])[:, chans]
+        m = np.asarray(m)[cross]
+        mP = m[:, :, None] if m.ndim == 2 else m
+        corr = np.where(ok, vis[t][cross][:, chans] / np.where(ok, den, 1), 0)
+        r = np.where(ok, corr - mP, 0)
+        resid.append(r[ok])
+        both = ok[:, pair] & ok[:, pair + 1]
+        diffs.append((r[:, pair + 1] - r[:, pair])[both])
+        mb = np.broadcast_to(mP, corr.shape)
+        w = np.where(ok, np.abs(mb) ** 2, 0.0)
+        num = (corr * np.conj(mb) * ok).sum(axis=(1, 2))
+        wsum = w.sum(axis=(1, 2))
+        rho[t] = np.where(wsum > 0, num / np.maximum(wsum, 1e-30), 0)
+        rho_w[t] = wsum
+        if wsum.sum() > 0:
+            ratios[t] = float(num.sum().real / wsum.sum())
+    r_all = np.concatenate(resid) if resid else np.zeros(0, np.complex64)
+    d_all = np.concatenate(diffs) if diffs else np.zeros(0, np.complex64)
+    rr = robust_complex_rms(r_all)
+    thermal = robust_complex_rms(d_all) / math.sqrt(2.0)
+    out["residual_rms_jy"] = rr
+    out["thermal_rms_jy"] = thermal
+    out["residual_ratio"] = rr / thermal if thermal > 0 else float("nan")
+    fin = ratios[np.isfinite(ratios)]
+    if fin.size:
+        out["model_amp_ratio_median"] = float(np.median(fin))
+        out["model_amp_ratio_min"] = float(fin.min())
+        out["model_amp_ratio_max"] = float(fin.max())
+        out["model_amp_deviation_max"] = float(np.max(np.abs(fin - 1.0)))
+    # closure phases on triangles of antennas present in the data
+    present = np.unique(np.concatenate([a1[cross], a2[cross]]))
+    tri = _triangles(result.nant, present, np.random.default_rng(seed))
+    if tri.size:
+        index = {(int(p), int(q)): i for i, (p, q) in enumerate(zip(a1[cross], a2[cross]))}
+        ij = np.array([index.get((p, q), -1) for p, q, _ in tri])
+        jk = np.array([index.get((q, r), -1) for _, q, r in tri])
+        ik = np.array([index.get((p, r), -1) for p, _, r in tri])
+        have = (ij >= 0) & (jk >= 0) & (ik >= 0)
+        ij, jk, ik = ij[have], jk[have], ik[have]
+        if ij.size:
+            cl = rho[:, ij] * rho[:, jk] * np.conj(rho[:, ik])
+            valid = (rho_w[:, ij] > 0) & (rho_w[:, jk] > 0) & (rho_w[:, ik] > 0)
+            ph = np.degrees(np.angle(cl[valid]))
+            if ph.size:
+                out["closure_phase_rms_deg"] = float(1.4826 * np.median(np.abs(ph)))
+                # noise of one channel-averaged baseline phase: sigma / (|M| sqrt(n)) = sigma / sqrt(sum |M|^2)
+                # (n samples of the per-sample thermal noise); a closure phase sums three
+                with np.errstate(divide="ignore"):
+                    sig_bl = np.where(rho_w > 0, thermal / np.sqrt(rho_w), np.nan)
+                s3 = np.sqrt(sig_bl[:, ij] ** 2 + sig_bl[:, jk] ** 2 + sig_bl[:, ik] ** 2)[valid]
+                out["closure_phase_expected_deg"] = float(np.degrees(np.nanmedian(s3)))
+    return out
