@@ -22,6 +22,7 @@ MS leaves it empty, the telescope's known diameter.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,13 +31,13 @@ from .beam import angular_separation
 
 SIDEREAL_RATE_RAD_S = 2.0 * math.pi / 86164.0905
 
-# dish diameters of telescopes whose MS may not say (metres)
+# dish diameters of telescopes whose MS may not say (metres), by normalised name (see _key)
 KNOWN_DISHES = {
-    "DSA-110": 4.65, "DSA110": 4.65, "OVRO-DSA": 4.65, "OVRO_DSA": 4.65, "DSA": 4.65,
+    "DSA110": 4.65, "OVRODSA": 4.65, "OVRODSA110": 4.65, "DSA": 4.65,
     "VLA": 25.0, "EVLA": 25.0, "JVLA": 25.0, "WSRT": 25.0, "ATCA": 22.0,
     "MEERKAT": 13.5, "ASKAP": 12.0, "GMRT": 45.0, "ATA": 6.1,
 }
-DRIFT_TELESCOPES = {"DSA-110", "DSA110", "OVRO-DSA", "OVRO_DSA", "DSA"}
+DRIFT_TELESCOPES = {"DSA110", "OVRODSA", "OVRODSA110", "DSA"}
 DEFAULT_DISH_M = 4.65
 TRACK_TOLERANCE_RAD = math.radians(1.0 / 60.0)  # pointing RA constant to 1' = tracking
 
@@ -81,6 +82,11 @@ class BeamGeometry:
                 "dish_diameter_m": self.dish_diameter_m, "dish_source": self.dish_source, "reason": self.reason}
 
 
+def _key(telescope: str) -> str:
+    """'DSA-110', 'DSA_110', 'dsa110' -> 'DSA110'."""
+    return re.sub(r"[^A-Z0-9]", "", telescope.upper())
+
+
 def _telescope(tables, path: str) -> str:
     try:
         with tables.table(path + "/OBSERVATION", ack=False) as t:
@@ -109,7 +115,7 @@ def dish_diameter(tables, path: str, telescope: str) -> tuple[float, str]:
     d = d[np.isfinite(d) & (d > 0)]
     if d.size:
         return float(np.median(d)), "ANTENNA.DISH_DIAMETER"
-    known = KNOWN_DISHES.get(telescope.upper())
+    known = KNOWN_DISHES.get(_key(telescope))
     if known is not None:
         return known, f"known diameter of {telescope}"
     return DEFAULT_DISH_M, f"telescope {telescope or 'unnamed'} unknown and no DISH_DIAMETER: DSA-110's assumed"
@@ -161,7 +167,7 @@ def read_beam_geometry(ms_path: str, times_s: np.ndarray, phase_centre: tuple[fl
         d = rows[1][0]
         return BeamGeometry("tracked", float(d[0]), float(d[1]), t_mid, dish, dish_source,
                             "one POINTING direction for the observation")
-    if telescope.upper() in DRIFT_TELESCOPES:
+    if _key(telescope) in DRIFT_TELESCOPES:
         return BeamGeometry("drift", ra0, dec0, t_mid, dish, dish_source,
                             f"{telescope} drift-scans on the meridian (phase centre = meridian at mid-observation)")
     if _schedule_type(tables, path) == "drift":
