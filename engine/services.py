@@ -212,6 +212,12 @@ class Services:
             return [JobView.of(j) for j in rows], total
 
 
+    def group_detail(self, group_id: str) -> Any:
+        """Stages with attempts and errors, state history, products and calibration of one group."""
+        from engine.processing.group_detail import group_detail
+
+        return group_detail(self.db, group_id)
+
     def group_provenance(self, group_id: str) -> dict[str, Any]:
         """What a job's provenance strip shows: MS, calibration, pointing, latest image and QA."""
         with self.db.session() as s:

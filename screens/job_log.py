@@ -49,3 +49,12 @@ class JobLogScreen(ModalScreen[None]):
         elif not log.line_count:
             log.write_line("(no log lines yet)")
         self._timer = self.set_timer(1.0, self._tail)
+
+
+def show_latest_job_log(app: Any, group_id: str) -> None:
+    """From a worker thread: push the log of the group's latest job, or say there is none."""
+    job = app.services.latest_job(group_id)
+    if job is None:
+        app.call_from_thread(app.notify, f"group {group_id} has no job yet", severity="warning")
+        return
+    app.call_from_thread(app.push_screen, JobLogScreen(job))

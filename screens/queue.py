@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.binding import Binding
 from textual.widgets import DataTable
 
 from screens.confirm import ConfirmScreen
+from screens.group_detail import GroupDetailScreen
+from screens.job_log import show_latest_job_log
 from screens.table_screen import TableScreen
 
 
@@ -31,6 +33,8 @@ class QueueScreen(TableScreen):
                 id="engine.pause"),
         Binding("l", "job_log", "Job log", tooltip="Tail the log of the selected group's latest job",
                 id="queue.joblog"),
+        Binding("d", "detail", "Detail", tooltip="Stages, attempts, errors, products and calibration of the "
+                "selected group (also enter)", id="queue.detail"),
     ]
 
     def action_job_log(self) -> None:
@@ -40,13 +44,16 @@ class QueueScreen(TableScreen):
 
     @work(thread=True, exclusive=True, group="joblog-open", description="find the latest job")
     def _open_log(self, gid: str) -> None:
-        job = self.app.services.latest_job(gid)  # type: ignore[attr-defined]
-        if job is None:
-            self.app.call_from_thread(self.notify, f"group {gid} has no job yet", severity="warning")
-            return
-        from screens.job_log import JobLogScreen
+        show_latest_job_log(self.app, gid)
 
-        self.app.call_from_thread(self.app.push_screen, JobLogScreen(job))
+    def action_detail(self) -> None:
+        gid = self._selected()
+        if gid:
+            self.app.push_screen(GroupDetailScreen(gid))
+
+    @on(DataTable.RowSelected, "#table")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.app.push_screen(GroupDetailScreen(str(event.data_table.get_row_at(event.cursor_row)[0])))
 
     def _selected(self) -> str | None:
         table = self.query_one("#table", DataTable)
