@@ -29,6 +29,14 @@ def _set(path, sub, col, value):
         t.putcol(col, value)
 
 
+def _without_dish(path, telescope):
+    """Another telescope's MS that leaves DISH_DIAMETER empty."""
+    _set(path, "OBSERVATION", "TELESCOPE_NAME", [telescope])
+    with tables.table(path + "/ANTENNA", ack=False) as a:
+        n = a.nrows()
+    _set(path, "ANTENNA", "DISH_DIAMETER", np.zeros(n))
+
+
 def _pointing(path, times, ra, dec):
     with tables.table(path + "/POINTING", readonly=False, ack=False) as p:
         p.addrows(len(times))
@@ -48,10 +56,7 @@ def test_dsa110_is_a_drift_scan_with_its_own_dish(ms):
 
 def test_a_fixed_field_of_another_telescope_was_tracked(ms):
     path, times, pc, _ = ms
-    _set(path, "OBSERVATION", "TELESCOPE_NAME", ["VLA"])
-    with tables.table(path + "/ANTENNA", ack=False) as a:
-        n = a.nrows()
-    _set(path, "ANTENNA", "DISH_DIAMETER", np.zeros(n))
+    _without_dish(path, "VLA")
     g = read_beam_geometry(path, times, pc)
     assert g.mode == "tracked" and g.dish_diameter_m == 25.0 and "known diameter of VLA" in g.dish_source
     ra, dec = g.pointing(times)
@@ -60,10 +65,7 @@ def test_a_fixed_field_of_another_telescope_was_tracked(ms):
 
 def test_unknown_telescope_without_dish_says_what_it_assumed(ms):
     path, times, pc, _ = ms
-    _set(path, "OBSERVATION", "TELESCOPE_NAME", ["MYSTERY"])
-    with tables.table(path + "/ANTENNA", ack=False) as a:
-        n = a.nrows()
-    _set(path, "ANTENNA", "DISH_DIAMETER", np.zeros(n))
+    _without_dish(path, "MYSTERY")
     g = read_beam_geometry(path, times, pc)
     assert g.dish_diameter_m == 4.65 and "unknown" in g.dish_source
 
