@@ -2,7 +2,7 @@
 
 Opened from the Queue (enter or ``d``). Stages are the group's jobs in order, each with
 its attempts, duration and the error kind and reason; the state history is the audit
-trail; products carry paths and sizes. Retry and the job log work from here too.
+trail; products carry paths and sizes. ``l`` tails the latest job's log from here too.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from engine.units import human_bytes
 from screens.job_log import show_latest_job_log
 
 
@@ -31,13 +32,7 @@ def _dur(seconds: float | None) -> str:
 
 
 def _bytes(n: int | None) -> str:
-    if n is None:
-        return "missing"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    return f"{n} B"
+    return "missing" if n is None else human_bytes(n)
 
 
 class GroupDetailScreen(ModalScreen[None]):

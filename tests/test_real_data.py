@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from casacore import tables
 
 REPO = Path(__file__).resolve().parent.parent
 NGC5921 = REPO / ".testdata" / "NGC5921.fits"
@@ -49,8 +50,6 @@ def _uvh5(out: Path) -> Path:
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """The CLI chain on the 3C286 field; returns paths and the commands' output."""
-    import tomllib  # noqa: F401  (the config below must stay valid TOML)
-
     d = tmp_path_factory.mktemp("ngc5921")
     data_dir = d / "data"
     config = d / "config.toml"
@@ -107,8 +106,6 @@ def test_calibration_qa_passes_with_tracked_beam(chain):
 def test_corrected_calibrator_matches_catalogue_model_every_integration(chain):
     """Tracked at the phase centre, 3C286 sits at beam power 1: the corrected amplitude
     equals the catalogue flux at every integration (a drift-scan beam gave 0.879 at the ends)."""
-    from casacore import tables
-
     from engine.calibration.catalogue import builtin_catalogue, find_calibrator
 
     cal = find_calibrator(CALIBRATOR, builtin_catalogue())
@@ -200,8 +197,6 @@ def test_no_spurious_sources_that_wsclean_does_not_show(chain):
 # ---- QA separates good from bad solutions on the same data ---------------------------------
 
 def _solve(chain, tmp_path, mutate=None):
-    from casacore import tables
-
     from engine.calibration.solve_ms import solve_ms
 
     ms = tmp_path / "copy.ms"
@@ -229,9 +224,9 @@ def test_qa_fails_a_model_that_misses_the_sky(chain, tmp_path):
 
     def add_companion(t):
         data, uvw = t.getcol("DATA"), t.getcol("UVW")
-        with tables_module().table(t.name() + "/SPECTRAL_WINDOW", ack=False) as s:
+        with tables.table(t.name() + "/SPECTRAL_WINDOW", ack=False) as s:
             freqs = s.getcell("CHAN_FREQ", 0)
-        with tables_module().table(t.name() + "/FIELD", ack=False) as s:
+        with tables.table(t.name() + "/FIELD", ack=False) as s:
             ra0, dec0 = s.getcell("PHASE_DIR", 0)[0]
         lmn = direction_cosines(ra0, dec0 + math.radians(4.0 / 60.0), ra0, dec0)
         unit = point_source_model(uvw[None], freqs, lmn, 1.0)[0]
@@ -243,12 +238,6 @@ def test_qa_fails_a_model_that_misses_the_sky(chain, tmp_path):
     assert not r["qa_passed"]
     assert any("residual" in x and "thermal" in x for x in r["qa_reasons"]), r["qa_reasons"]
     assert r["metrics"]["residual_ratio"] > 1.5
-
-
-def tables_module():
-    from casacore import tables
-
-    return tables
 
 
 def test_qa_fails_a_dead_antenna(chain, tmp_path):

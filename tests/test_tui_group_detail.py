@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import select
 from textual.widgets import DataTable, Static
 
 from engine.db import Database
@@ -31,7 +32,8 @@ def seed(db: Database, tmp_path) -> str:
         transition(s, GID, "pending", "converting")
         transition(s, GID, "converting", "converted")
         s.add(m.MeasurementSet(group_id=GID, path=str(ms_path), n_rows=1000, n_channels=768,
-                               cal_sets_applied=["cal_0834"]))
+                               cal_sets_applied=["cal_0834"],
+                               qa_summary="calibrated (nearest): cal_0834 is 0.4 h away, within 12 h"))
     q = JobQueue(db)
     conv = q.enqueue("convert", group_id=GID)
     c = q.claim("w", ["convert"], 60)
@@ -64,8 +66,10 @@ async def test_detail_view_explains_a_failed_group(db: Database, tmp_path) -> No
             screen.query_one("#stage-errors", Static).render())
         assert "image: all imaging weights are zero" in str(screen.query_one("#error", Static).render())
         products = str(screen.query_one("#products", Static).render())
-        assert "g.ms" in products and "2.5 kB" in products and "768 ch" in products
-        assert "cal_0834: J0834+5534, active" in str(screen.query_one("#calibration", Static).render())
+        assert "g.ms" in products and "2.4 KB" in products and "768 ch" in products   # measured on disk
+        calibration = str(screen.query_one("#calibration", Static).render())
+        assert "cal_0834: J0834+5534, active" in calibration
+        assert "why: calibrated (nearest): cal_0834 is 0.4 h away, within 12 h" in calibration
         history = str(screen.query_one("#history", Static).render())
         assert "pending → converting" in history and "converted → failed" in history
         assert "missing [7]" in str(screen.query_one("#title", Static).render())
@@ -90,18 +94,14 @@ def _pin_clock(db: Database) -> None:
     """Fixed times and paths for the snapshot: the view shows nothing that depends on today."""
     t0 = datetime(2026, 11, 29, 1, 6, tzinfo=UTC)
     with db.session() as s:
-        g = s.get_one(m.ObservationGroup, GID)
-        g.state_changed_at = t0
-        for i, tr in enumerate(s.scalars(m.StateTransition.__table__.select().where(
-                m.StateTransition.group_id == GID)).all()):
-            s.get_one(m.StateTransition, tr).at = t0.replace(second=10 * i)
-        for i, job in enumerate(s.scalars(m.Job.__table__.select()).all()):
-            j = s.get_one(m.Job, job)
-            j.created_at = j.started_at = t0.replace(minute=6 + i)
-            j.finished_at = t0.replace(minute=6 + i, second=41)
-        ms = s.scalars(m.MeasurementSet.__table__.select()).first()
-        row = s.get_one(m.MeasurementSet, ms)
-        row.path, row.size_bytes = f"/data/ms/{GID}.ms", 1_310_000_000
+        s.get_one(m.ObservationGroup, GID).state_changed_at = t0
+        for i, tr in enumerate(s.scalars(select(m.StateTransition).order_by(m.StateTransition.id))):
+            tr.at = t0.replace(second=10 * i)
+        for i, job in enumerate(s.scalars(select(m.Job).order_by(m.Job.created_at, m.Job.id))):
+            job.created_at = job.started_at = t0.replace(minute=6 + i)
+            job.finished_at = t0.replace(minute=6 + i, second=41)
+        ms = s.scalars(select(m.MeasurementSet)).one()
+        ms.path, ms.size_bytes = f"/data/ms/{GID}.ms", 1_310_000_000
 
 
 def test_snapshot_group_detail(snap_compare, db: Database, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .beam import angular_separation
-
-SIDEREAL_RATE_RAD_S = 2.0 * math.pi / 86164.0905
+from .solver import SIDEREAL_RATE_RAD_S
 
 # dish diameters of telescopes whose MS may not say (metres), by normalised name (see _key)
 KNOWN_DISHES = {
@@ -87,22 +86,16 @@ def _key(telescope: str) -> str:
     return re.sub(r"[^A-Z0-9]", "", telescope.upper())
 
 
-def _telescope(tables, path: str) -> str:
+def _observation(tables, path: str) -> tuple[str, str]:
+    """(TELESCOPE_NAME, SCHEDULE_TYPE in lower case) of the first OBSERVATION row ("" when absent)."""
     try:
         with tables.table(path + "/OBSERVATION", ack=False) as t:
-            return str(t.getcell("TELESCOPE_NAME", 0)).strip() if t.nrows() else ""
+            if not t.nrows():
+                return "", ""
+            schedule = str(t.getcell("SCHEDULE_TYPE", 0)) if "SCHEDULE_TYPE" in t.colnames() else ""
+            return str(t.getcell("TELESCOPE_NAME", 0)).strip(), schedule.strip().lower()
     except RuntimeError:
-        return ""
-
-
-def _schedule_type(tables, path: str) -> str:
-    try:
-        with tables.table(path + "/OBSERVATION", ack=False) as t:
-            if t.nrows() and "SCHEDULE_TYPE" in t.colnames():
-                return str(t.getcell("SCHEDULE_TYPE", 0)).strip().lower()
-    except RuntimeError:
-        pass
-    return ""
+        return "", ""
 
 
 def dish_diameter(tables, path: str, telescope: str) -> tuple[float, str]:
@@ -142,7 +135,7 @@ def read_beam_geometry(ms_path: str, times_s: np.ndarray, phase_centre: tuple[fl
     from casacore import tables
 
     path = str(ms_path).rstrip("/")
-    telescope = _telescope(tables, path)
+    telescope, schedule = _observation(tables, path)
     dish, dish_source = dish_diameter(tables, path, telescope)
     t = np.asarray(times_s, dtype=np.float64)
     t_mid = 0.5 * (float(t.min()) + float(t.max())) if t.size else 0.0
@@ -170,7 +163,7 @@ def read_beam_geometry(ms_path: str, times_s: np.ndarray, phase_centre: tuple[fl
     if _key(telescope) in DRIFT_TELESCOPES:
         return BeamGeometry("drift", ra0, dec0, t_mid, dish, dish_source,
                             f"{telescope} drift-scans on the meridian (phase centre = meridian at mid-observation)")
-    if _schedule_type(tables, path) == "drift":
+    if schedule == "drift":
         return BeamGeometry("drift", ra0, dec0, t_mid, dish, dish_source, "OBSERVATION.SCHEDULE_TYPE is drift")
     try:
         with tables.table(path + "/FIELD", ack=False) as f:

@@ -110,7 +110,7 @@ def compute_metrics(result: SolveResult, ant1: np.ndarray | None = None,
         if cross.any():
             present = np.unique(np.concatenate([a1[cross], a2[cross]]))
     G, Gf = result.gains[:, present], result.gain_flags[:, present]
-    B, Bf = result.bandpass[present], result.bandpass_flags[present]
+    Bf = result.bandpass_flags[present]
     gs = result.gain_snr[:, present][~Gf]
     bs = result.bandpass_snr[present][~Bf]
     ants = np.intersect1d(result.antennas_with_solutions(), present)

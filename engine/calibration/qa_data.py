@@ -16,7 +16,11 @@ thermal noise.  Three numbers say whether it does:
   describe the sky or from baseline-based errors; ``closure_phase_expected_deg`` is
   what the noise alone gives.
 * ``model_amp_ratio_*``: the corrected calibrator's amplitude over its model in each
-  integration (a wrong beam or flux scale shows here).
+  integration.  Gains solved per integration follow the model by construction, so this
+  catches only what they cannot absorb: gains solved over longer intervals than the
+  model changes, or flagged and interpolated solutions.  (A wrong flux scale or beam
+  model is absorbed into the gains and is invisible here: the geometry is read from the
+  MS for that reason, see ``engine.calibration.geometry``.)
 
 Samples are subsampled in channel pairs to at most ``max_samples`` so the checks
 cost a small fraction of the solve at full DSA-110 size.
@@ -35,7 +39,7 @@ from .interpolate import interpolate_in_time
 MAX_TRIANGLES = 4000
 
 
-def _triangles(nant: int, present: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _triangles(present: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     ants = np.asarray(present)
     n = ants.size
     if n < 3:
@@ -115,7 +119,7 @@ def corrected_checks(vis: np.ndarray, flags: np.ndarray, model, result, ant1: np
         out["model_amp_deviation_max"] = float(np.max(np.abs(fin - 1.0)))
     # closure phases on triangles of antennas present in the data
     present = np.unique(np.concatenate([a1[cross], a2[cross]]))
-    tri = _triangles(result.nant, present, np.random.default_rng(seed))
+    tri = _triangles(present, np.random.default_rng(seed))
     if tri.size:
         index = {(int(p), int(q)): i for i, (p, q) in enumerate(zip(a1[cross], a2[cross]))}
         ij = np.array([index.get((p, q), -1) for p, q, _ in tri])

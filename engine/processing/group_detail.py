@@ -84,6 +84,7 @@ def _size(path: str) -> int | None:
 
 
 def group_detail(db: Any, group_id: str) -> GroupDetail | None:
+    found: list[tuple[str, str, int | None, str]] = []     # (kind, path, recorded size, note)
     with db.session() as s:
         g = s.get(m.ObservationGroup, group_id)
         if g is None:
@@ -93,27 +94,25 @@ def group_detail(db: Any, group_id: str) -> GroupDetail | None:
                            j.finished_at, j.error_kind, j.error) for j in jobs]
         trans = [Transition(t.at, t.from_state, t.to_state, t.attempt, t.reason) for t in s.scalars(
             select(m.StateTransition).where(m.StateTransition.group_id == group_id).order_by(m.StateTransition.id))]
-        products: list[Product] = []
         calibration: list[str] = []
         ms = s.scalar(select(m.MeasurementSet).where(m.MeasurementSet.group_id == group_id))
         if ms is not None:
-            size = ms.size_bytes if ms.size_bytes is not None else _size(ms.path)
-            products.append(Product("MS", ms.path, size, f"{ms.n_rows or 0} rows, {ms.n_channels or 0} ch"))
+            found.append(("MS", ms.path, ms.size_bytes, f"{ms.n_rows or 0} rows, {ms.n_channels or 0} ch"))
             for name in ms.cal_sets_applied or []:
                 cs = s.scalar(select(m.CalibrationSet).where(m.CalibrationSet.name == str(name)))
                 calibration.append(f"{name}: {cs.calibrator_name}, {cs.status}" if cs else f"{name} (no longer registered)")
-        for job in s.scalars(select(m.Job).where(m.Job.group_id == group_id, m.Job.type == "calibrate",
-                                                 m.Job.state == "succeeded")):
-            decision = (job.params or {}).get("decision") or {}
-            if decision.get("reason"):
-                calibration.append(f"why: {decision['reason']}")
+            if ms.cal_sets_applied and ms.qa_summary:
+                calibration.append(f"why: {ms.qa_summary}")   # the registry's reason (record_calibrate)
         for cs in s.scalars(select(m.CalibrationSet).where(m.CalibrationSet.group_id == group_id)):
             calibration.append(f"solved here: {cs.name} ({cs.status}, QA {'passed' if cs.qa_passed else 'failed'})")
-            for t in cs.tables:
-                products.append(Product(f"cal {t.table_type}", t.path, _size(t.path)))
+            found.extend((f"cal {t.table_type}", t.path, None, "") for t in cs.tables)
         for img in s.scalars(select(m.Image).where(m.Image.group_id == group_id).order_by(m.Image.created_at)):
-            note = f"QA {img.qa_grade or '?'}, noise {img.noise_jy:.3g} Jy/beam" if img.noise_jy else f"QA {img.qa_grade or '?'}"
-            products.append(Product("image", img.path, _size(img.path), note))
-        return GroupDetail(g.id, g.state, g.state_changed_at, g.dec_deg, g.n_subbands, list(g.missing_subbands or []),
-                           g.is_calibrator, g.calibrator_name, g.error, list(g.warnings or []), stages, trans,
-                           products, calibration)
+            noise = f", noise {img.noise_jy:.3g} Jy/beam" if img.noise_jy else ""
+            found.append(("image", img.path, None, f"QA {img.qa_grade or '?'}{noise}"))
+        detail = GroupDetail(g.id, g.state, g.state_changed_at, g.dec_deg, g.n_subbands, list(g.missing_subbands or []),
+                             g.is_calibrator, g.calibrator_name, g.error, list(g.warnings or []), stages, trans, [],
+                             calibration)
+    # sizes off the session: walking an MS directory must not hold the database's read transaction
+    detail.products.extend(Product(kind, path, size if size is not None else _size(path), note)
+                           for kind, path, size, note in found)
+    return detail

@@ -116,10 +116,10 @@ def run_solve(params: dict[str, Any]) -> dict[str, Any]:
                       qa_thresholds=params["qa"], catalogue_paths=params["catalogues"] or None, apply=True)
     applied = result.pop("applied", None)
     metrics = result["metrics"]
-    log.info("QA: SNR %.1f, flagged %.3f, %d/%d antennas, phase scatter %.2f deg",
+    log.info("QA: SNR %.1f, flagged %.3f, %d/%d antennas, residual %.2f x thermal, closure phase %.2f deg",
              metrics.get("snr_median") or float("nan"), metrics.get("data_flagged_fraction") or float("nan"),
              metrics.get("n_antennas_with_solutions", 0), metrics.get("n_antennas", 0),
-             metrics.get("phase_scatter_deg") or float("nan"))
+             metrics.get("residual_ratio") or float("nan"), metrics.get("closure_phase_rms_deg") or float("nan"))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)  # tables are complete: move them into place together
     for key in ("bandpass_table", "gain_table"):
