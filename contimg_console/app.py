@@ -12,8 +12,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from textual import work
 from textual.app import App
 from textual.command import Hit, Hits, Provider
+from textual.timer import Timer
 
 from engine.logs import ring_buffer
 from engine.services import Services
@@ -22,25 +24,29 @@ from screens.calibrations import CalibrationsScreen
 from screens.data import DataScreen
 from screens.health import HealthScreen
 from screens.help import HelpScreen
-from screens.keymap import APP_ACTIONS, bindings
+from screens.keymap import action_entries, bindings
 from screens.logs import LogsScreen
 from screens.queue import QueueScreen
 from screens.table_screen import TableScreen
 from screens.triggers import TriggersScreen
+from screens.widgets.status_line import StatusLine
 
 STYLES = Path(__file__).resolve().parent.parent / "styles" / "app.tcss"
 
 
 class ActionsProvider(Provider):
-    """Command palette entries from the action registry."""
+    """Command palette entries: every enabled action of the screen it was opened on, and the app's."""
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for spec in APP_ACTIONS:
-            text = f"{spec.description}: {spec.tooltip}"
+        for entry in action_entries(self.screen):
+            if entry.disabled:
+                continue
+            text = f"{entry.description}: {entry.tooltip}" if entry.tooltip else entry.description
             score = matcher.match(text)
             if score > 0:
-                yield Hit(score, matcher.highlight(text), partial(self.app.run_action, spec.action), help=spec.id)
+                yield Hit(score, matcher.highlight(text), partial(entry.node.run_action, entry.action),
+                          help=f"{entry.id} ({entry.key})")
 
 
 class ContimgApp(App[None]):
@@ -68,8 +74,11 @@ class ContimgApp(App[None]):
         self.read_only = read_only
         self._keymap = dict(keymap or {})
         self._theme_name = theme
+        self._summary: dict[str, Any] = {}
+        self._summary_timer: Timer | None = None
 
     def on_mount(self) -> None:
+        self._poll_summary()
         if self._keymap:
             self.set_keymap(self._keymap)
         if self._theme_name and self._theme_name in self.available_themes:
@@ -78,19 +87,35 @@ class ContimgApp(App[None]):
             self.sub_title = "read-only"
 
     def status(self) -> dict[str, Any]:
-        return {**self._status(), "read_only": self.read_only}
+        return {**self._summary, **self._status(), "read_only": self.read_only}
+
+    # ---- the status line's database half, polled off the loop, never overlapping --------
+    @work(thread=True, exclusive=True, group="summary", description="status line summary")
+    def _poll_summary(self) -> None:
+        try:
+            summary = self.services.console_summary()
+        except Exception as exc:  # noqa: BLE001 - a status line must not take the console down
+            summary = {"summary_error": str(exc)}
+        self.call_from_thread(self._summary_arrived, summary)
+
+    def _summary_arrived(self, summary: dict[str, Any]) -> None:
+        self._summary = summary
+        for line in self.screen.query(StatusLine):
+            line.show_status(self.status())
+        if self.refresh_interval:
+            self._summary_timer = self.set_timer(self.refresh_interval, self._poll_summary)
 
     def log_records(self, after_seq: int) -> list[dict[str, Any]]:
         return ring_buffer().since(after_seq)
 
     def action_help(self) -> None:
-        rows = []
-        for spec in APP_ACTIONS:
-            key = self._keymap.get(spec.id, spec.key)
-            rows.append((key.replace("question_mark", "?"), spec.description, spec.id))
+        rows = [(e.key, e.description, e.id, e.disabled or "") for e in action_entries(self.screen)]
         self.push_screen(HelpScreen(rows))
 
     def action_refresh_view(self) -> None:
+        if self._summary_timer is not None:
+            self._summary_timer.stop()
+        self._poll_summary()
         screen = self.screen
         if isinstance(screen, (TableScreen, LogsScreen)):
             screen.refresh_data()

@@ -44,7 +44,7 @@ class Runtime:
         self.console_log = console_log
         self.db = Database(settings.db_path)
         self.bus = EventBus()
-        self.services = Services(self.db, flux_alert_fraction=settings.calibration.flux_alert_fraction)
+        self.services = Services(self.db, settings)
         self.accounts = Accounts(self.db)
         self.engine = Engine(settings, self.db, self.bus)
         self.ingest = IngestService(Ingestor(settings, self.db, self.bus), settings.ingest.poll_interval_s)
@@ -176,6 +176,7 @@ class Runtime:
             self.triggers = TriggerScheduler(s, self.db, self.scheduler)
             await asyncio.to_thread(self.triggers.sync)
             self.triggers.install()
+            self.services.on_triggers_changed = self.triggers.sync  # the console's edits reschedule at once
             self._trigger_listener = asyncio.create_task(self.triggers.listen(self.bus), name="trigger-events")
         self.started = True
         # Everything imported and built so far lives as long as the process: move it out of

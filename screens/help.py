@@ -1,4 +1,4 @@
-"""Help: every key binding, from the same action registry as the bindings."""
+"""Help: every action with a key in force on the screen it was opened from, and why any is disabled."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close", id="help.close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > Vertical { width: 70; height: auto; max-height: 90%; border: round $primary; background: $panel; }
+    HelpScreen > Vertical { width: 100%; max-width: 110; height: auto; max-height: 90%; border: round $primary; background: $panel; }
     HelpScreen DataTable { height: auto; max-height: 18; }
     """
 
-    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
+    def __init__(self, rows: list[tuple[str, str, str, str]]) -> None:
         super().__init__()
         self.rows = rows
 
@@ -25,7 +25,7 @@ class HelpScreen(ModalScreen[None]):
         with Vertical():
             yield Static("[b]Keys[/b]  (remap in config: [tui.keymap] \"id\" = \"key\")")
             table: DataTable[str] = DataTable(cursor_type="none")
-            table.add_columns("Key", "Action", "Id")
+            table.add_columns("Key", "Action", "Id", "Disabled because")
             table.add_rows(self.rows)
             yield table
             yield Static("escape to close", classes="hint")

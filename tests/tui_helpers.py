@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from datetime import UTC, datetime
+
 from contimg_console.app import ContimgApp
 from engine.db import Database
 from engine.services import Services
+from engine.settings import Settings, load_settings
+
+#: The console's clock in pilots and snapshots: ages and "next run" times never drift.
+FIXED_NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 FIXED_STATUS = {"engine": "running 0/2", "scheduler": "running", "rest": "http://127.0.0.1:8000",
                 "jupyter": "http://127.0.0.1:8888", "jupyter_ok": True}
 
 
-def make_app(db: Database, **kw: Any) -> ContimgApp:
-    return ContimgApp(Services(db), status=lambda: dict(FIXED_STATUS), refresh_interval=0, **kw)
+def settings_for(db: Database) -> Settings:
+    """The settings of the data dir that holds ``db`` (the ``db`` fixture's)."""
+    return load_settings(None, {"data_dir": db.path.parent, "jupyter": {"mode": "off"}})
+
+
+def make_app(db: Database, *, settings: Settings | None = None, clock: Any = None, **kw: Any) -> ContimgApp:
+    services = Services(db, settings or settings_for(db), clock=clock or (lambda: FIXED_NOW))
+    return ContimgApp(services, status=lambda: dict(FIXED_STATUS), refresh_interval=0, **kw)
 
 
 async def settle(pilot: Any) -> None:

@@ -1,4 +1,4 @@
-"""The header line: engine, scheduler and REST status, refreshed by the app."""
+"""The header line: engine, leases, calibration age, scheduler and REST, refreshed by the app."""
 
 from __future__ import annotations
 
@@ -7,24 +7,58 @@ from typing import Any
 from textual.widgets import Static
 
 
+def _age(hours: float | None) -> str:
+    if hours is None:
+        return "cal none"
+    return f"cal {hours * 60:.0f} min" if hours < 1 else f"cal {hours:.1f} h"
+
+
 class StatusLine(Static):
     DEFAULT_CSS = """
     StatusLine {
-        height: 1;
+        height: auto;
         background: $panel;
         color: $text;
         padding: 0 1;
     }
     """
 
-    def show_status(self, status: dict[str, Any], title: str) -> None:
+    title: str = ""
+    parts: tuple[str, ...] = ()
+
+    def show_status(self, status: dict[str, Any], title: str | None = None) -> None:
+        if title is not None:
+            self.title = title
         rest = str(status.get("rest", "?")).removeprefix("http://")
-        parts = [f"[b]{title}[/b]",
-                 f"engine {status.get('engine', '?')}",
-                 f"sched {status.get('scheduler', '?')}",
-                 f"REST {rest}"]
+        engine = str(status.get("engine", "?"))
+        if status.get("paused") and not engine.startswith("paused"):
+            engine = "paused"
+        parts = [f"[b]{self.title}[/b]", f"engine {engine}"]
+        if "leases" in status:
+            leases = f"leases {status['leases']}"
+            if status.get("stale_leases"):
+                leases += f" ({status['stale_leases']} expired)"
+            parts += [leases, f"queued {status.get('queued_jobs', 0)}", _age(status.get("cal_age_h"))]
+        parts += [f"sched {status.get('scheduler', '?')}", f"REST {rest}"]
         if status.get("read_only"):
             parts.append("[b]READ-ONLY[/b]")
         if status.get("demo"):
             parts.append("[b]DEMO[/b]")
-        self.update(" │ ".join(parts))
+        self.parts = tuple(parts)
+        self._render_parts()
+
+    def on_resize(self) -> None:
+        self._render_parts()
+
+    def _render_parts(self) -> None:
+        """Parts packed into as few lines as the width allows, broken only between parts (80 columns: two)."""
+        from rich.text import Text
+
+        width = max(20, self.size.width - 2) if self.size.width else 10_000
+        lines: list[str] = []
+        for part in self.parts:
+            if lines and Text.from_markup(lines[-1] + " │ " + part).cell_len <= width:
+                lines[-1] += " │ " + part
+            else:
+                lines.append(part)
+        self.update("\n".join(lines))

@@ -7,14 +7,25 @@ async callers run them with ``asyncio.to_thread``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
 from engine.db import Database
 from engine.db import models as m
+from engine.services.backups import BackupService
+from engine.services.calibrations import CalibrationService
+from engine.services.control import PipelineControl
+from engine.services.data import DataService
+from engine.services.health import HealthService
+from engine.services.queue import QueueService
+from engine.services.triggers import TriggerService
+from engine.settings import Settings
+
+__all__ = ["Services", "PipelineControl", "GroupRow", "CalibrationSetRow", "TriggerRow", "BackupRow", "as_dict"]
 
 
 @dataclass(frozen=True)
@@ -74,16 +85,50 @@ def as_dict(row: Any) -> dict[str, Any]:
 
 
 class Services:
-    """Read and act on pipeline state through one small façade."""
+    """Read and act on pipeline state through one small façade.
 
-    def __init__(self, db: Database, *, flux_alert_fraction: float = 0.2) -> None:
+    Each area of operations has its own service object (``calibrations``, ``triggers``,
+    ``backups``, ``data``, ``health``, ``queue``), built on the same database, settings
+    and clock; ``control`` holds the job actions the engine and REST share.
+    """
+
+    def __init__(self, db: Database, settings: Settings, *, clock: Callable[[], datetime] | None = None) -> None:
         self.db = db
-        self.flux_alert_fraction = flux_alert_fraction  # calibration.flux_alert_fraction
+        self.settings = settings
+        self.flux_alert_fraction = settings.calibration.flux_alert_fraction
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        #: Called after a trigger is created, edited, enabled or deleted (the runtime resyncs
+        #: its scheduler); a plain function so the engine never learns who listens.
+        self.on_triggers_changed: Callable[[], None] = lambda: None
 
     @property
     def control(self) -> PipelineControl:
         """Operator actions (retry, cancel, pause) through the same database the engine reads."""
         return PipelineControl(self.db)
+
+    @property
+    def queue(self) -> QueueService:
+        return QueueService(self)
+
+    @property
+    def calibrations(self) -> CalibrationService:
+        return CalibrationService(self)
+
+    @property
+    def triggers(self) -> TriggerService:
+        return TriggerService(self)
+
+    @property
+    def backups(self) -> BackupService:
+        return BackupService(self)
+
+    @property
+    def data(self) -> DataService:
+        return DataService(self)
+
+    @property
+    def health(self) -> HealthService:
+        return HealthService(self)
 
     def latest_job(self, group_id: str) -> Any:
         from engine.processing.queue import JobView
@@ -104,6 +149,23 @@ class Services:
                          g.calibrator_name, g.state_changed_at, g.error)
                 for g in s.scalars(q)
             ]
+
+    def console_summary(self) -> dict[str, Any]:
+        """What the status line shows beyond the runtime's own view: leases, queue, calibration age."""
+        from engine.processing.pause import read_paused
+
+        now = self.clock()
+        with self.db.session() as s:
+            leases = s.scalar(select(func.count()).select_from(m.Job).where(
+                m.Job.state == "running", m.Job.lease_until.is_not(None), m.Job.lease_until > now)) or 0
+            stale = s.scalar(select(func.count()).select_from(m.Job).where(
+                m.Job.state == "running", m.Job.lease_until.is_not(None), m.Job.lease_until <= now)) or 0
+            queued = s.scalar(select(func.count()).select_from(m.Job).where(m.Job.state == "queued")) or 0
+            last_cal = s.scalar(select(func.max(m.CalibrationSet.created_at))
+                                .where(m.CalibrationSet.status == "active"))
+        age_h = None if last_cal is None else max(0.0, (now - last_cal).total_seconds() / 3600)
+        return {"leases": leases, "stale_leases": stale, "queued_jobs": queued, "cal_age_h": age_h,
+                "paused": read_paused(self.db)}
 
     def counts_by_state(self) -> dict[str, int]:
         with self.db.session() as s:
@@ -167,7 +229,6 @@ class Services:
     def health_lines(self) -> list[tuple[str, str, str, str]]:
         """(key, what, status, detail) for the console's health screen."""
         import shutil
-        from datetime import UTC, datetime
 
         out: list[tuple[str, str, str, str]] = []
         du = shutil.disk_usage(self.db.path.parent)
@@ -182,7 +243,7 @@ class Services:
         if last is None:
             out.append(("calibration", "calibration", "none", "no active calibration set"))
         else:
-            age_h = (datetime.now(UTC) - last).total_seconds() / 3600
+            age_h = (self.clock() - last).total_seconds() / 3600
             out.append(("calibration", "calibration", "stale" if age_h > 24 else "ok",
                         f"newest active set {age_h:.1f} h old"))
         out.append(("failed", "failed jobs", "attention" if failed else "ok", f"{failed} in the dead-letter view"))
@@ -257,83 +318,3 @@ class Services:
             if before is not None:
                 q = q.where(m.Job.finished_at < before)
             return s.execute(q).rowcount or 0
-
-class PipelineControl:
-    """Operator actions on jobs and groups: retry, cancel, requeue, pause/resume, job logs.
-
-    Everything goes through the database, so the TUI, REST and CLI act the same way
-    whether or not the engine runs in this process; the engine notices within one poll.
-    """
-
-    def __init__(self, db: Database) -> None:
-        from engine.processing.queue import JobQueue
-
-        self.db = db
-        self.queue = JobQueue(db)
-
-    def list_jobs(self, **filters: Any) -> list[Any]:
-        return self.queue.list(**filters)
-
-    def get_job(self, job_id: str) -> Any:
-        return self.queue.get(job_id)
-
-    def job_log(self, job_id: str, after_id: int = 0, limit: int = 500) -> list[dict[str, Any]]:
-        return self.queue.log_tail(job_id, after_id, limit)
-
-    def failed_jobs(self, limit: int = 200) -> list[Any]:
-        return self.queue.list(state="failed", limit=limit)
-
-    def set_paused(self, paused: bool) -> None:
-        from engine.processing.pause import write_paused
-
-        write_paused(self.db, paused)
-
-    def is_paused(self) -> bool:
-        from engine.processing.pause import read_paused
-
-        return read_paused(self.db)
-
-    def retry(self, job_id: str, by: str = "operator") -> Any:
-        """Put a failed or cancelled job back in the queue with fresh attempts; its group resumes."""
-        from engine.errors import StateError
-        from engine.processing import states
-        from engine.processing.queue import JobView, now
-        from engine.processing.transitions import last_resting, transition
-
-        with self.db.session() as s:
-            job = s.get(m.Job, job_id)
-            if job is None:
-                raise KeyError(job_id)
-            if job.state not in ("failed", "cancelled"):
-                raise StateError(f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried")
-            group = s.get(m.ObservationGroup, job.group_id) if job.group_id else None
-            if group is not None and group.state in (states.FAILED, states.CANCELLED):
-                resume = last_resting(s, group.id)
-                transition(s, group.id, group.state, resume, reason=f"retried by {by}", job_id=job.id)
-            job.state, job.attempts, job.run_after = "queued", 0, now()
-            job.finished_at, job.error, job.error_kind = None, None, None
-            s.add(m.JobLog(job_id=job.id, message=f"retried by {by}"))
-            s.flush()
-            return JobView.of(job)
-
-    def cancel(self, job_id: str, by: str = "operator") -> Any:
-        """Cancel a queued or running job and its group's processing."""
-        from engine.processing import states
-        from engine.processing.queue import JobView, now
-        from engine.processing.transitions import transition
-        from engine.errors import StateError
-
-        with self.db.session() as s:
-            job = s.get(m.Job, job_id)
-            if job is None:
-                raise KeyError(job_id)
-            if job.state not in ("queued", "running"):
-                raise StateError(f"job {job_id} is {job.state}; only queued or running jobs can be cancelled")
-            group = s.get(m.ObservationGroup, job.group_id) if job.group_id else None
-            if group is not None and group.state not in states.TERMINAL:
-                transition(s, group.id, group.state, states.CANCELLED, reason=f"cancelled by {by}", job_id=job.id)
-            job.state, job.finished_at, job.claimed_by, job.lease_until = "cancelled", now(), None, None
-            job.error = f"cancelled by {by}"
-            s.add(m.JobLog(job_id=job.id, message=f"cancelled by {by}"))
-            s.flush()
-            return JobView.of(job)
