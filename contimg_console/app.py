@@ -105,8 +105,8 @@ class ContimgApp(App[None]):
         if self.refresh_interval:
             self._summary_timer = self.set_timer(self.refresh_interval, self._poll_summary)
 
-    def log_records(self, after_seq: int) -> list[dict[str, Any]]:
-        return ring_buffer().since(after_seq)
+    def log_records(self, after_seq: int, limit: int = 500) -> list[dict[str, Any]]:
+        return ring_buffer().since(after_seq, limit)
 
     def action_help(self) -> None:
         rows = [(e.key, e.description, e.id, e.disabled or "") for e in action_entries(self.screen)]

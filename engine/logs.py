@@ -2,12 +2,15 @@
 
 The file gets ``ts level logger message key=value...`` lines (rotating). The ring
 buffer keeps recent records as plain dicts for the TUI log view and the REST log
-search, so neither has to parse the file.
+search, so neither has to parse the file. A record logged while the engine works on a
+job carries the job's id (``extra={"job_id": ...}`` or :func:`bind_job` for the job's
+task), so the console can jump from a line to the job's own log.
 """
 
 from __future__ import annotations
 
 import collections
+import contextvars
 import json
 import logging
 import logging.handlers
@@ -18,10 +21,25 @@ from typing import Any
 
 LOGGER_NAME = "contimg"
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+#: The job the current task (and the threads it hands work to) is working on.
+_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("contimg_job_id", default=None)
+
+
+def bind_job(job_id: str | None) -> None:
+    """Tag every record logged from now on in this context (a job's own asyncio task) with ``job_id``.
+
+    ``asyncio.to_thread`` copies the context, so lines logged by the threads the task starts
+    carry the id as well; other tasks are not affected.
+    """
+    _job_id.set(job_id)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")}
+    extras = {k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")}
+    job = _job_id.get()
+    if job is not None:
+        extras.setdefault("job_id", job)
+    return extras
 
 
 class StructuredFormatter(logging.Formatter):
@@ -57,6 +75,7 @@ class RingBufferHandler(logging.Handler):
                 "message": record.getMessage(),
                 "extra": _extras(record),
             }
+            entry["job_id"] = entry["extra"].get("job_id")
             with self._lock2:
                 self._seq += 1
                 entry["seq"] = self._seq

@@ -32,7 +32,7 @@ from engine.db import Database
 from engine.db import models as m
 from engine.errors import PermanentStageError, StateError, TransientStageError
 from engine.events import EventBus
-from engine.logs import get_logger
+from engine.logs import bind_job, get_logger
 from engine.processing import states
 from engine.processing.pause import read_paused, write_paused
 from engine.processing.queue import FAILED, RUNNING, SUCCEEDED, JobQueue, JobView, now
@@ -323,6 +323,7 @@ class Engine:
 
     # ---- running one job -------------------------------------------------------
     async def _run_job(self, job: JobView) -> None:
+        bind_job(job.id)  # this task's log lines (and its threads') carry the job id: the console jumps to the job
         stage = self.registry.get(job.type)
         try:
             assert stage is not None, f"no stage for job type {job.type}"
