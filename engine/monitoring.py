@@ -137,13 +137,14 @@ def list_alerts(db: Database, severity: str | None, acknowledged: bool | None, l
     return {"alerts": alerts, "total_count": total, "unacknowledged_count": unack}
 
 
-def acknowledge_alert(db: Database, alert_id: int, by: str) -> bool:
+def acknowledge_alert(db: Database, alert_id: int, by: str, at: datetime | None = None) -> bool:
+    """Record who acknowledged the alert and when (the first acknowledgement stands)."""
     with db.session() as s:
         a = s.get(m.Alert, alert_id)
         if a is None:
             return False
         if not a.acknowledged:
-            a.acknowledged, a.acknowledged_at, a.acknowledged_by = True, datetime.now(UTC), by
+            a.acknowledged, a.acknowledged_at, a.acknowledged_by = True, at or datetime.now(UTC), by
         return True
 
 

@@ -216,44 +216,6 @@ class Services:
                               if i.beam_major_arcsec and i.beam_minor_arcsec else "")}
                     for i in s.scalars(q)]
 
-    def _latest_calibrator_fluxes(self) -> list[tuple[str, float, int]]:
-        """(calibrator, latest observed/catalogue ratio, measurements) for each monitored calibrator."""
-        with self.db.session() as s:
-            latest = select(m.CalibratorFlux.calibrator_name, func.max(m.CalibratorFlux.mjd).label("mjd"),
-                            func.count().label("n")).group_by(m.CalibratorFlux.calibrator_name).subquery()
-            rows = s.execute(select(latest.c.calibrator_name, m.CalibratorFlux.flux_ratio, latest.c.n).join(
-                m.CalibratorFlux, (m.CalibratorFlux.calibrator_name == latest.c.calibrator_name)
-                & (m.CalibratorFlux.mjd == latest.c.mjd)).order_by(latest.c.calibrator_name))
-            return [(r[0], float(r[1]), int(r[2])) for r in rows]
-
-    def health_lines(self) -> list[tuple[str, str, str, str]]:
-        """(key, what, status, detail) for the console's health screen."""
-        import shutil
-
-        out: list[tuple[str, str, str, str]] = []
-        du = shutil.disk_usage(self.db.path.parent)
-        pct = 100 * du.used / du.total
-        out.append(("disk", "data disk", "warning" if pct >= 85 else "ok",
-                    f"{pct:.1f}% used, {du.free / 1e9:.1f} GB free"))
-        with self.db.session() as s:
-            last = s.scalar(select(func.max(m.CalibrationSet.created_at)).where(m.CalibrationSet.status == "active"))
-            alerts = list(s.scalars(select(m.Alert).where(m.Alert.acknowledged.is_(False))
-                                    .order_by(m.Alert.triggered_at.desc()).limit(20)))
-            failed = s.scalar(select(func.count()).select_from(m.Job).where(m.Job.state == "failed")) or 0
-        if last is None:
-            out.append(("calibration", "calibration", "none", "no active calibration set"))
-        else:
-            age_h = (self.clock() - last).total_seconds() / 3600
-            out.append(("calibration", "calibration", "stale" if age_h > 24 else "ok",
-                        f"newest active set {age_h:.1f} h old"))
-        out.append(("failed", "failed jobs", "attention" if failed else "ok", f"{failed} in the dead-letter view"))
-        for name, ratio, n in self._latest_calibrator_fluxes():
-            out.append((f"flux-{name}", f"flux {name}", "ok" if abs(ratio - 1) <= self.flux_alert_fraction else "check",
-                        f"observed/catalogue {ratio:.3f} (latest of {n})"))
-        for a in alerts:
-            out.append((f"alert-{a.id}", f"alert: {a.alert_type}", a.severity, a.message[:120]))
-        return out
-
     # ---- jobs and provenance ------------------------------------------------
     def jobs_page(self, *, state: str | None = None, queue: str | None = None, limit: int = 50,
                             offset: int = 0, retrying: bool | None = None) -> tuple[list[Any], int]:
