@@ -27,7 +27,6 @@ from screens.help import HelpScreen
 from screens.keymap import action_entries, bindings
 from screens.logs import LogsScreen
 from screens.queue import QueueScreen
-from screens.table_screen import TableScreen
 from screens.triggers import TriggersScreen
 from screens.widgets.status_line import StatusLine
 
@@ -116,6 +115,6 @@ class ContimgApp(App[None]):
         if self._summary_timer is not None:
             self._summary_timer.stop()
         self._poll_summary()
-        screen = self.screen
-        if isinstance(screen, (TableScreen, LogsScreen)):
-            screen.refresh_data()
+        refresh = getattr(self.screen, "refresh_data", None)
+        if callable(refresh):
+            refresh()

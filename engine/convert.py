@@ -69,6 +69,7 @@ import numpy as np
 
 from engine import instrument as inst
 from engine.errors import PermanentStageError, TransientStageError
+from engine.processing import progress
 from engine.subbands import SubbandNameError, parse_subband_filename
 from engine.uvh5 import UVH5Header, UVH5RowReader, read_header, read_visibilities
 
@@ -517,6 +518,7 @@ def _write_ms(path: Path, *, stream: "_Stream", uvw, a1, a2, times_jd, int_time,
         # while this thread writes block i; only this thread touches casacore
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="convert-read") as pool:
             fut = pool.submit(stream.block, 0, min(nrow, chunk_rows))
+            progress.report("write", 0, nrow, "rows")
             for bi, s in enumerate(starts):
                 e = min(nrow, s + chunk_rows)
                 tw = time.perf_counter()
@@ -538,6 +540,7 @@ def _write_ms(path: Path, *, stream: "_Stream", uvw, a1, a2, times_jd, int_time,
                     m = min(k, 256)
                     checks[s] = (blk[:m].copy(), fblk[:m].copy())
                 timer.add("write_data", time.perf_counter() - tw)
+                progress.report("write", e, nrow, "rows")
         ms.putcol("FLAG_ROW", flag_row)
         ms.putcol("WEIGHT", weight)
         sigma = np.where(weight > 0, 1.0 / np.sqrt(np.maximum(weight, 1e-30)), 0.0)

@@ -36,27 +36,6 @@ async def test_switch_between_screens(db: Database) -> None:
         assert not isinstance(app.screen, HelpScreen)
 
 
-async def test_queue_shows_groups_from_the_database(db: Database) -> None:
-    with db.session() as s:
-        for i, state in enumerate(("pending", "converted", "failed")):
-            s.add(m.ObservationGroup(id=f"2026-11-29T0{i}:00:00", group_time=datetime(2026, 11, 29, i, tzinfo=UTC),
-                                     state=state, n_subbands=16, dec_deg=54.57,
-                                     error="HDF5 truncated" if state == "failed" else None))
-    app = make_app(db)
-    async with app.run_test(size=(100, 24)) as pilot:
-        await settle(pilot)
-        table = app.screen.query_one(DataTable)
-        assert table.row_count == 3
-        assert [table.get_row_at(i)[0] for i in range(3)] == [
-            "2026-11-29T02:00:00", "2026-11-29T01:00:00", "2026-11-29T00:00:00"]
-        assert table.get_row_at(0)[1] == "failed" and "truncated" in table.get_row_at(0)[6]
-        with db.session() as s:
-            s.get_one(m.ObservationGroup, "2026-11-29T00:00:00").state = "converting"
-        app.action_refresh_view()
-        await settle(pilot)
-        assert table.get_row_at(2)[1] == "converting"
-
-
 async def test_rest_answers_while_tui_runs(runtime: object) -> None:
     """TUI, REST and scheduler share one loop: a REST call during run_test is answered."""
     rt = runtime

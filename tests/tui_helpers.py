@@ -6,7 +6,6 @@ from typing import Any
 
 from datetime import UTC, datetime
 
-from contimg_console.app import ContimgApp
 from engine.db import Database
 from engine.services import Services
 from engine.settings import Settings, load_settings
@@ -23,7 +22,9 @@ def settings_for(db: Database) -> Settings:
     return load_settings(None, {"data_dir": db.path.parent, "jupyter": {"mode": "off"}})
 
 
-def make_app(db: Database, *, settings: Settings | None = None, clock: Any = None, **kw: Any) -> ContimgApp:
+def make_app(db: Database, *, settings: Settings | None = None, clock: Any = None, **kw: Any) -> Any:
+    from contimg_console.app import ContimgApp  # here: engine-only tests import this module too
+
     services = Services(db, settings or settings_for(db), clock=clock or (lambda: FIXED_NOW))
     return ContimgApp(services, status=lambda: dict(FIXED_STATUS), refresh_interval=0, **kw)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import PermanentStageError
+from engine.processing import progress
 
 from .apply import apply_calibration, read_ms_for_solve, store_flags
 from .caltable import write_bandpass_table, write_gain_table
@@ -55,10 +56,12 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
     cal = calibrator if isinstance(calibrator, Calibrator) else \
         find_calibrator(calibrator, merged_catalogue(catalogue_paths))
     t0 = time.perf_counter()
+    progress.report("calibration", 0, 6, "steps (read)")
     d = read_ms_for_solve(ms_path)
     timings["read"] = time.perf_counter() - t0
     flags = d.flags
     rfi_fraction = None
+    progress.report("calibration", 1, 6, "steps (flag)")
     if flag:
         t0 = time.perf_counter()
         fr = flag_rfi(d.vis, d.flags, d.ant1, d.ant2, nant=d.nant, **(flag_kwargs or {}))
@@ -66,6 +69,7 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
         rfi_fraction = fr.new_fraction
         timings["flag"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    progress.report("calibration", 2, 6, "steps (model)")
     # evaluated block by block inside the solve passes: the 0.7 GB cube is never stored
     geometry = read_beam_geometry(ms_path, d.times, d.phase_centre)
     _log.info("%s: %s", ms_path, geometry.describe())
@@ -78,10 +82,12 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
         raise PermanentStageError(f"{ms_path}: calibrator {cal.name} is outside the primary beam main lobe "
                                   f"(model peak {peak:.3g} Jy of {expected:.3g} Jy)")
     t0 = time.perf_counter()
+    progress.report("calibration", 3, 6, "steps (solve)")
     res = solve_calibration(d.vis, model, flags, d.ant1, d.ant2, d.times, d.freqs, nant=d.nant,
                             refant=refant, solint_s=solint_s, copy_flags=flags is not d.flags)
     timings["solve"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    progress.report("calibration", 4, 6, "steps (qa)")
     checks = corrected_checks(d.vis, res.flags, model, res, d.ant1, d.ant2, d.times)
     timings["qa"] = time.perf_counter() - t0
     del model
@@ -91,6 +97,7 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prefix = table_prefix or Path(ms_path.rstrip("/")).name.removesuffix(".ms")
+    progress.report("calibration", 5, 6, "steps (write tables)")
     btab = write_bandpass_table(out / f"{prefix}.B", res, ms_path,
                                 history=f"bandpass on {cal.name}, refant {res.refant}")
     gtab = write_gain_table(out / f"{prefix}.G", res, ms_path,

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.processing import progress
+
 from .msread import MSData
 from .noise import thermal_image_noise
 from .params import ImagingParams
@@ -444,6 +446,7 @@ def deconvolve(dirty, psf, gridder: Gridder, vis, p: ImagingParams, log=None):
     t_minor = 0.0
     reason = "max_major"
     final_of_phase = False
+    progress.report("CLEAN", 0, p.niter, "iterations")
     while True:
         sigma = robust_std(residual)
         if masked_phase:
@@ -486,6 +489,7 @@ def deconvolve(dirty, psf, gridder: Gridder, vis, p: ImagingParams, log=None):
             break
         total += n
         n_major += 1
+        progress.report("CLEAN", total, p.niter, "iterations")
         mv = gridder.degrid(model.astype(np.float32))
         residual = dirty - gridder.grid(mv)
         del mv

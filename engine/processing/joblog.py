@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from collections.abc import Iterator
 
+from engine.processing import progress
+
 
 class JobLogHandler(logging.Handler):
     def __init__(self, db_path: str, job_id: str) -> None:
@@ -23,12 +25,15 @@ class JobLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            at = datetime.fromtimestamp(record.created, UTC).replace(tzinfo=None)
-            with self.conn:
-                self.conn.execute("INSERT INTO job_logs (job_id, at, level, message) VALUES (?, ?, ?, ?)",
-                                  (self.job_id, at.isoformat(sep=" "), record.levelname, record.getMessage()))
+            self.write(record.levelname, record.getMessage(), record.created)
         except Exception:  # pragma: no cover - a log line must never fail a stage
             self.handleError(record)
+
+    def write(self, level: str, message: str, created: float | None = None) -> None:
+        at = datetime.fromtimestamp(created, UTC) if created is not None else datetime.now(UTC)
+        with self.conn:
+            self.conn.execute("INSERT INTO job_logs (job_id, at, level, message) VALUES (?, ?, ?, ?)",
+                              (self.job_id, at.replace(tzinfo=None).isoformat(sep=" "), level, message))
 
     def close(self) -> None:
         self.conn.close()
@@ -47,8 +52,10 @@ def capture(db_path: str | None, job_id: str | None) -> Iterator[logging.Logger]
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
+    progress.install(lambda message: handler.write(progress.LEVEL, message))
     try:
         yield logger
     finally:
+        progress.install(None)
         root.removeHandler(handler)
         handler.close()

@@ -6,7 +6,10 @@ A target observed before its calibrator transit waits in ``waiting_for_calibrati
 and goes on to ``calibrating`` when a set registers. Any non-terminal state may go to
 ``failed`` or ``cancelled``; an operator retry returns a failed/cancelled group to the
 resting state it last completed; a lost lease returns a working state to the resting
-state it started from. Nothing else is allowed, so no stage can be skipped.
+state it started from. Nothing else is allowed, so no stage can be skipped. The one
+way back is an operator's *reprocess* (:func:`reprocess_allowed`): from a resting or
+terminal state to an earlier resting state the group has already reached, audited
+like any other transition.
 """
 
 from __future__ import annotations
@@ -65,3 +68,18 @@ def allowed(src: str, dst: str) -> bool:
 def resting_before(state: str) -> str:
     """The resting state from which the work in ``state`` started."""
     return WORKING.get(state, state)
+
+
+#: Resting states in pipeline order: a reprocess may only go back along this line.
+ORDER = (PENDING, CONVERTED, CALIBRATED, IMAGED, COMPLETE)
+
+
+def reprocess_allowed(src: str, dst: str, furthest: str) -> bool:
+    """Whether an operator may send a group in ``src`` back to ``dst``, having reached ``furthest``.
+
+    Never from a working state (a stage holds the group), never forward, never past
+    what the group has reached (a stage cannot be skipped), never to ``complete``.
+    """
+    if src in WORKING or src not in ALL_STATES or dst not in ORDER or dst == COMPLETE:
+        return False
+    return furthest in ORDER and ORDER.index(dst) <= ORDER.index(furthest)

@@ -45,3 +45,39 @@ def last_resting(s: Session, group_id: str) -> str:
         if to_state in states.RESTING and to_state != states.COMPLETE:
             return to_state
     return states.PENDING
+
+
+def furthest_resting(s: Session, group_id: str) -> str:
+    """The furthest resting state (in pipeline order) the group has ever reached."""
+    reached = set(s.scalars(select(m.StateTransition.to_state).where(m.StateTransition.group_id == group_id)))
+    group = s.get(m.ObservationGroup, group_id)
+    if group is not None:
+        reached.add(group.state)
+    best = states.PENDING
+    for state in states.ORDER:
+        if state in reached:
+            best = state
+    return best
+
+
+def reprocess(s: Session, group_id: str, to_state: str, *, by: str) -> str:
+    """Send a group back to ``to_state`` (an operator's reprocess); returns the state it left."""
+    group = s.get(m.ObservationGroup, group_id, populate_existing=True)
+    if group is None:
+        raise StateError(f"group {group_id} does not exist")
+    old = group.state
+    furthest = furthest_resting(s, group_id)
+    if not states.reprocess_allowed(old, to_state, furthest):
+        if group.state in states.WORKING:
+            raise StateError(f"group {group_id} is {group.state}: a stage holds it; cancel it first")
+        raise StateError(f"group {group_id} is {group.state} and has reached {furthest}; it can be reprocessed "
+                         f"from {', '.join(x for x in states.ORDER[:states.ORDER.index(furthest) + 1] if x != states.COMPLETE)}"
+                         f", not from {to_state}")
+    res = s.execute(update(m.ObservationGroup)
+                    .where(m.ObservationGroup.id == group_id, m.ObservationGroup.state == old)
+                    .values(state=to_state, state_changed_at=now(), updated_at=now(), error=None))
+    if res.rowcount != 1:
+        raise StateError(f"group {group_id} changed state while being reprocessed; try again")
+    s.add(m.StateTransition(group_id=group_id, from_state=old, to_state=to_state,
+                            reason=f"reprocess from {to_state} by {by}"))
+    return old
