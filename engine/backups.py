@@ -681,6 +681,27 @@ def restore_preview(settings: Any, db: Database, backup_id: str, scope: dict[str
             "warnings": warnings, "can_restore": not missing and bool(entries)}
 
 
+def restore_plan(settings: Any, db: Database, backup_id: str, scope: dict[str, Any],
+                 overwrite_existing: bool) -> list[dict[str, Any]]:
+    """Per file, what a restore would do (changes nothing): path, size, the stored copy, and
+    ``action`` — stage (the database), add, overwrite, keep (differs, overwrite off) or same."""
+    entries, _missing, _warnings = _plan(settings, db, backup_id, scope, "<id>")
+    out: list[dict[str, Any]] = []
+    for e in entries:
+        target: Path = e["target"]
+        if e["path"] == DB_ENTRY:
+            action = "stage"
+        elif not target.exists():
+            action = "add"
+        elif _same(target, e):
+            action = "same"
+        else:
+            action = "overwrite" if overwrite_existing else "keep"
+        out.append({"path": e["path"], "size": int(e["size"]), "action": action, "backup_id": e["backup_id"],
+                    "source": str(Path(e["backup_dir"]) / e["path"]), "target": str(target)})
+    return out
+
+
 def _mtime_iso(path: Path) -> str | None:
     try:
         return _iso(datetime.fromtimestamp(path.stat().st_mtime, UTC))
