@@ -97,6 +97,10 @@ async def test_calibrator_transit_flows_to_complete(tmp_path: Path) -> None:
         groups_db = {g.id: g for g in s.scalars(select(m.ObservationGroup))}
         sets = list(s.scalars(select(m.CalibrationSet)))
         images = list(s.scalars(select(m.Image)))
+        reports = {(j.type, ln.message.split(":")[0]) for j, ln in s.execute(
+            select(m.Job, m.JobLog).join(m.JobLog, m.JobLog.job_id == m.Job.id).where(m.JobLog.level == "PROGRESS"))}
+    # each stage's own progress reports reached its job log (what the Queue shows as fraction and ETA)
+    assert {("convert", "write"), ("solve", "calibration"), ("image", "CLEAN")} <= reports
     assert all(g.is_calibrator and g.calibrator_name == "J0834+5534" for g in groups_db.values())
     assert sorted(c.status for c in sets) == ["active", "retired"]  # same transit: one wins, one is retired
     assert all(c.qa_metrics["snr_median"] > 10 for c in sets)
