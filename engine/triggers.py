@@ -73,7 +73,7 @@ def parse_timezone(name: str | None) -> ZoneInfo:
     name = (name or "UTC").strip()
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):  # OSError: a region such as 'America'
         raise TriggerError(f"unknown time zone {name!r} (expected an IANA name such as 'UTC' or "
                            "'America/Los_Angeles')") from None
 
