@@ -104,7 +104,7 @@ class TableScreen(Screen[None]):
                 if key in existing:
                     for col, value in zip(keys, cells, strict=True):
                         if table.get_cell(key, col) != value:
-                            table.update_cell(key, col, value)
+                            table.update_cell(key, col, value, update_width=True)
                 else:
                     table.add_row(*cells, key=key)
             current = [table.get_row_at(i)[0] for i in range(table.row_count)]
