@@ -25,7 +25,7 @@ from engine.services.queue import QueueService
 from engine.services.triggers import TriggerService
 from engine.settings import Settings
 
-__all__ = ["Services", "PipelineControl", "GroupRow", "CalibrationSetRow", "TriggerRow", "BackupRow", "as_dict"]
+__all__ = ["Services", "PipelineControl", "GroupRow", "CalibrationSetRow", "TriggerRow", "as_dict"]
 
 
 @dataclass(frozen=True)
@@ -66,18 +66,6 @@ class TriggerRow:
     enabled: bool
     last_triggered_at: datetime | None
     last_error: str | None
-
-
-@dataclass(frozen=True)
-class BackupRow:
-    id: str
-    name: str
-    backup_type: str
-    status: str
-    size_bytes: int | None
-    created_at: datetime
-    created_by: str | None
-    validation_status: str | None
 
 
 def as_dict(row: Any) -> dict[str, Any]:
@@ -190,16 +178,6 @@ class Services:
                 TriggerRow(t.id, t.name, t.trigger_type, t.event_pattern, t.schedule, t.action, t.enabled,
                            t.last_triggered_at, t.last_error)
                 for t in s.scalars(q)
-            ]
-
-    # ---- backups --------------------------------------------------------
-    def list_backups(self, limit: int = 200) -> list[BackupRow]:
-        with self.db.session() as s:
-            q = select(m.BackupRecord).order_by(m.BackupRecord.created_at.desc()).limit(limit)
-            return [
-                BackupRow(b.id, b.name, b.backup_type, b.status, b.size_bytes, b.created_at, b.created_by,
-                          b.validation_status)
-                for b in s.scalars(q)
             ]
 
 
