@@ -23,6 +23,7 @@ from textual.worker import get_current_worker
 
 from engine.triggers import TriggerError
 from screens.actions import OperatorActions
+from screens.confirm import ConfirmScreen
 
 #: The numeric settings every trigger has: (key, label, default).
 LIMITS = (("priority", "Priority", 100), ("cooldown_seconds", "Cooldown s", 0),
@@ -189,6 +190,7 @@ class TriggerEditorScreen(OperatorActions, ModalScreen[dict[str, Any] | None]):
         self.editing = trigger is not None
         self.initial_event = trigger["event"] if trigger else event
         self._pipeline_shown: str | None = None
+        self._initial_body: dict[str, Any] = {}
 
     @property
     def _svc(self) -> Any:
@@ -264,6 +266,7 @@ class TriggerEditorScreen(OperatorActions, ModalScreen[dict[str, Any] | None]):
         self.query_one("#form-error", Static).display = False
         self.query_one("#conditions-problem", Static).display = False
         self.query_one("#name", Input).focus()
+        self._initial_body = self.body()[0]
 
     # ---- event, pipeline and parameters ---------------------------------------------------------
     def _show_event(self, event: str) -> None:
@@ -433,4 +436,9 @@ class TriggerEditorScreen(OperatorActions, ModalScreen[dict[str, Any] | None]):
         box.display = True
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        if self.body()[0] == self._initial_body:
+            self.dismiss(None)
+            return
+        what = f"trigger {escape(repr(self.trigger['name']))}" if self.trigger else "the new trigger"
+        self.app.push_screen(ConfirmScreen(f"Discard your changes to {what}?"),
+                             lambda ok: self.dismiss(None) if ok else None)

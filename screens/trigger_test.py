@@ -1,8 +1,10 @@
-"""Test a trigger: would this event data fire it, and which conditions fail? Records nothing.
+"""Test a trigger: would this event data fire it, and which conditions fail? Testing records nothing.
 
 The JSON is prefilled with the latest event of the trigger's type it saw (else an example
 shaped like the engine's events), so the operator edits a realistic case. The verdict is
-the engine's own (``engine.triggers.test_trigger``).
+the engine's own (``engine.triggers.test_trigger``). ``ctrl+g`` then really runs the
+trigger with that data (asks first), as if the event had happened: conditions apply, and
+required parameters such as ``group_id`` come from the data.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static, TextArea
 
+from screens.trigger_runs import TriggerRuns, q
+
 
 def parse_event_data(text: str) -> tuple[dict[str, Any] | None, str | None]:
     """(data, problem): the text must be one JSON object."""
@@ -30,10 +34,13 @@ def parse_event_data(text: str) -> tuple[dict[str, Any] | None, str | None]:
     return data, None
 
 
-class TriggerTestScreen(ModalScreen[None]):
+class TriggerTestScreen(TriggerRuns, ModalScreen[None]):
+    WRITE_ACTIONS = frozenset({"fire"})
     BINDINGS = [
         Binding("ctrl+t", "run_test", "Test", tooltip="Evaluate the conditions against the JSON above",
                 id="trigger_test.run", priority=True),
+        Binding("ctrl+g", "fire", "Run with this data", tooltip="Really run the trigger as if this event happened "
+                "(asks first)", id="trigger_test.fire", priority=True),
         Binding("escape", "dismiss", "Close", id="trigger_test.close", priority=True),
     ]
     DEFAULT_CSS = """
@@ -64,7 +71,7 @@ class TriggerTestScreen(ModalScreen[None]):
     def on_mount(self) -> None:
         frame = self.query_one("#frame")
         frame.border_title = escape(f"Test {self.trigger_name!r} with {self.event} event data")
-        frame.border_subtitle = "ctrl+t test · escape close · records nothing"
+        frame.border_subtitle = "ctrl+t test (records nothing) · ctrl+g run with it · escape close"
         self._load_sample()
 
     @property
@@ -93,6 +100,21 @@ class TriggerTestScreen(ModalScreen[None]):
             self._show(f"[$error]{escape(problem)}[/]")
             return
         self._test(data)
+
+    def action_fire(self) -> None:
+        data, problem = parse_event_data(self.query_one("#data", TextArea).text)
+        if problem:
+            self._show(f"[$error]{escape(problem)}[/]")
+            return
+        self.confirm(f"Run trigger {q(self.trigger_name)} now with this {escape(self.event)} event data? Its "
+                     "conditions apply; its pipeline really runs.",
+                     lambda: self.fire_trigger(self.trigger_id, self.trigger_name, data))
+
+    def trigger_ran(self, ex: dict[str, Any]) -> None:
+        why = ex.get("error_message") or ex.get("skip_reason")
+        colour = {"success": "$success", "skipped": "$warning"}.get(ex["status"], "$error")
+        text = f"ran: {ex['status']}" + (f", job/backup {ex['job_id']}" if ex.get("job_id") else "")
+        self._show(f"[{colour}]{escape(text)}[/]" + (f"\n{escape(why)}" if why else ""))
 
     @work(thread=True, exclusive=True, group="trigger-test", description="test the trigger")
     def _test(self, data: dict[str, Any]) -> None:

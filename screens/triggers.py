@@ -20,11 +20,11 @@ from textual.markup import escape
 from textual.widgets import DataTable, Footer, Static
 
 from engine.services.triggers import TriggerListRow
-from screens.actions import OperatorActions
 from screens.messages import RowsFetched
 from screens.table_screen import TableScreen
 from screens.trigger_detail import TriggerDetailScreen
 from screens.trigger_editor import TriggerEditorScreen
+from screens.trigger_runs import TriggerRuns, q
 from screens.trigger_test import TriggerTestScreen
 
 STATUS = {"enabled": "on", "disabled": "off", "error": "error"}
@@ -52,11 +52,6 @@ def cut(text: str | None, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def q(name: str) -> str:
-    """A trigger name quoted for a message (markup-safe: names may hold brackets)."""
-    return escape(repr(name))
-
-
 def _utc(t: datetime | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M UTC") if t else "never"
 
@@ -69,7 +64,7 @@ def _conditions(conditions: list[dict[str, Any]]) -> str:
     return " and ".join(f"{c['field']} {c['operator']} {c['value']!r}" for c in conditions) or "none"
 
 
-class TriggersScreen(OperatorActions, TableScreen):
+class TriggersScreen(TriggerRuns, TableScreen):
     TITLE = "Triggers"
     COLUMNS = (("name", "Trigger"), ("when", "Event/cron"), ("action", "Pipeline"), ("status", "State"),
                ("last", "Last"), ("next", "Next"))
@@ -195,32 +190,7 @@ class TriggersScreen(OperatorActions, TableScreen):
         note = "" if t.enabled else " It is disabled; a manual run goes ahead anyway."
         what = escape(f"{t.pipeline_id} ({_params(t.parameters)})")
         self.confirm(f"Run trigger {q(t.name)} now? It runs {what}.{note}",
-                     lambda: self.run_service(f"run {t.name}", self._svc.run_now, t.id, done=self._ran))
-
-    def _ran(self, ex: dict[str, Any]) -> str | None:
-        name, status = ex["trigger_name"], ex["status"]
-        if status == "skipped":
-            self.notify(f"{q(name)} skipped: {escape(ex['skip_reason'] or '')}", severity="warning", timeout=8)
-            return None
-        if status == "failed":
-            self.notify(f"{q(name)} failed: {escape(ex['error_message'] or '')}", severity="error", timeout=10)
-            return None
-        result = ex.get("result") or {}
-        if result.get("backup_id"):
-            bid = result["backup_id"]
-            self.run_service(f"backup {bid}", self._svc.run_backup, bid, done=self._backed_up)
-            return f"{q(name)} recorded backup {bid}; running it now"
-        return f"{q(name)} ran: {ex['pipeline_id']} queued job {ex['job_id']}" if ex.get("job_id") \
-            else f"{q(name)} ran: {ex['pipeline_id']} (nothing to queue)"
-
-    def _backed_up(self, b: dict[str, Any] | None) -> str | None:
-        if b is None:
-            return "backup vanished before it ran"
-        if b["status"] != "completed":
-            why = escape(b.get("error_message") or "")
-            self.notify(f"backup {q(b['name'])} {b['status']}: {why}", severity="error", timeout=10)
-            return None
-        return f"backup {q(b['name'])} completed ({b['size_formatted']})"
+                     lambda: self.fire_trigger(t.id, t.name))
 
     def action_test(self) -> None:
         t = self.selected()

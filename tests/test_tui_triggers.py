@@ -252,8 +252,36 @@ async def test_bad_cron_is_named_as_it_is_typed_and_never_saved(db: Database, se
         assert not editor.query_one("#cron-problem").display
         # 03:00 in Los Angeles is 11:00 UTC; the first run after noon UTC Sunday is Monday's
         assert _text(editor.query_one("#cron-next", Static)).startswith("next (UTC): Mon 11-30 11:00 · Tue 12-01")
+        # escape on a filled form asks before throwing the work away
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and "Discard your changes" in app.screen.question
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is editor
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "TriggersScreen"
     with db.session() as s:
         assert s.scalar(select(m.PipelineTrigger)) is None
+
+
+async def test_escape_on_an_untouched_form_just_closes(db: Database, settings: Settings) -> None:
+    _seed_schedule(db)
+    app = make_app(db, settings=settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("3")
+        await settle(pilot)
+        for key in ("n", "e"):
+            await pilot.press(key)
+            await settle(pilot)
+            assert isinstance(app.screen, TriggerEditorScreen)
+            await pilot.press("escape")
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "TriggersScreen", key
 
 
 # --------------------------------------------------------------------------- edit, toggle, delete
@@ -428,6 +456,35 @@ async def test_sample_data_is_the_latest_event_the_trigger_type_saw(db: Database
     assert app_sample(db, settings, t["id"]) == {"alert_type": "rfi", "fraction": 0.4}
 
 
+async def test_run_with_the_tested_event_data(db: Database, settings: Settings) -> None:
+    """The test dialog runs the trigger as if its event happened: group_id comes from the data."""
+    _group(db)
+    t = tg.create_trigger(db, {"name": "reprocess on alert", "event": "data_quality_alert",
+                               "pipeline_id": "reprocess-group",
+                               "conditions": [{"field": "alert_type", "operator": "equals",
+                                               "value": "pointing_change"}]}, "alice")
+    app = make_app(db, settings=settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("3")
+        await settle(pilot)
+        await pilot.press("t")
+        await settle(pilot)
+        sample = json.loads(app.screen.query_one("#data", TextArea).text)
+        assert sample["alert_type"] == "pointing_change" and sample["group_id"] == GID
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and "'reprocess on alert'" in app.screen.question
+        await pilot.press("y")
+        await settle(pilot)
+        assert isinstance(app.screen, TriggerTestScreen)
+        assert "ran: success" in _text(app.screen.query_one("#result", Static))
+    (ex,) = _executions(db, t["id"])
+    assert ex.status == "success" and ex.event_data["group_id"] == GID
+    job = JobQueue(db).get(ex.job_id)
+    assert (job.type, job.group_id, job.state) == ("convert", GID, "queued")
+
+
 def app_sample(db: Database, settings: Settings, trigger_id: str) -> dict[str, Any]:
     return make_app(db, settings=settings).services.triggers.sample_event_data(trigger_id)
 
@@ -456,6 +513,9 @@ async def test_read_only_console_shows_trigger_actions_disabled(db: Database, se
         await pilot.press("t")
         await settle(pilot)
         assert isinstance(app.screen, TriggerTestScreen)
+        await pilot.press("ctrl+g")                                   # running with data writes: refused
+        await settle(pilot)
+        assert isinstance(app.screen, TriggerTestScreen) and _executions(db, t["id"]) == []
 
 
 # --------------------------------------------------------------------------- snapshots
