@@ -23,7 +23,9 @@ def restore_outcome(r: RestoreView) -> str:
     if r.status in ("pending", "running"):
         return f"{r.status}…"
     if r.status == "failed":
-        return f"failed: {r.hard_errors[0] if r.hard_errors else 'no reason recorded'}"
+        # The engine names the backup by its full id; eight characters identify it on one line.
+        reason = r.hard_errors[0].replace(r.backup_id, r.backup_id[:8]) if r.hard_errors else "no reason recorded"
+        return f"failed: {reason}"
     parts = [f"{r.status} {r.items_restored}/{r.items_total}"]
     if r.skipped:
         parts.append(f"{len(r.skipped)} kept")

@@ -182,7 +182,11 @@ class RestorePreviewScreen(ModalScreen[RestoreChoice | None]):
         self.plan = plan
         self.query_one("#summary", Static).update(escape("\n".join(plan_summary(plan))))
         self._set("#missing", "\n".join(f"cannot restore: {m}" for m in plan.missing))
-        self._set("#notes", "\n".join(f"! {w}" for w in plan.warnings))
+        notes = [f"! {w}" for w in plan.warnings]
+        if plan.backup.validation_status == "invalid":
+            notes.insert(0, f"! this backup FAILED its last validation ({when(plan.backup.validated_at)} UTC): the "
+                            "restore checks it again and refuses if it is still damaged")
+        self._set("#notes", "\n".join(notes))
         self._set("#tables", table_changes(plan))
         table = self.query_one("#files", DataTable)
         table.clear()

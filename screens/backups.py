@@ -140,8 +140,8 @@ class BackupsScreen(OperatorActions, TableScreen):
         if staged:
             s = staged[0]
             source = f"backup '{s.backup_name}'" if s.backup_name else f"restore {s.restore_id}"
-            text = (f"A restored database from {source} is staged: it replaces the live database at the next "
-                    "start of the service (the current one is kept as a pre-restore copy).")
+            text = (f"Database restored from {source} is staged: it replaces the live database at the next "
+                    "start of the service (the current one is kept).")
             if len(staged) > 1:
                 text += f" {len(staged) - 1} older staged copy(ies) will be set aside, not applied."
             banner.update(escape(text))
@@ -286,12 +286,11 @@ class BackupsScreen(OperatorActions, TableScreen):
         if choice is None:
             return
         plan = choice.plan
-        now = [f"{plan.count('add')} file(s) added", f"{plan.count('overwrite')} overwritten"]
-        if plan.count("keep"):
-            now.append(f"{plan.count('keep')} kept as they are")
-        question = f"Restore from backup {b.label}?\n" + ", ".join(now) + "."
+        files = [f"{n} {what}" for n, what in ((plan.count("add"), "added"), (plan.count("overwrite"), "overwritten"),
+                                                (plan.count("keep"), "kept as they are")) if n]
+        question = f"Restore from backup {b.label}?\nFiles: {', '.join(files) or 'none written'}."
         if plan.stages_database:
-            question += ("\nThe database copy is staged: it replaces the live database at the next start of the "
+            question += ("\nDatabase: the copy is staged; it replaces the live database at the next start of the "
                          "service (the current one is kept).")
         svc = self.app.services.backups  # type: ignore[attr-defined]
         self.confirm(question, lambda: self.run_service(f"restore from {b.label}", svc.restore, b.id,
@@ -315,6 +314,9 @@ class BackupsScreen(OperatorActions, TableScreen):
         b = self._target()
         if b is None:
             return
+        if b.status == "running":
+            self.notify(f"backup {b.label} is running; it can be deleted once it ends", severity="warning")
+            return
         size = f", {human_bytes(b.size_bytes)}" if b.status == "completed" else ""
         svc = self.app.services.backups  # type: ignore[attr-defined]
         self.confirm(f"Delete backup {b.label} ({b.type}, {b.status}{size}) and all its files?",
@@ -335,4 +337,4 @@ def _diff_rows(table: DataTable[Any], rows: list[tuple[str, tuple[Any, ...]]], h
     for key, cells in wanted.items():
         for col, value in zip(columns, cells, strict=True):
             if table.get_cell(key, col) != value:
-                table.update_cell(key, col, value)
+                table.update_cell(key, col, value, update_width=True)

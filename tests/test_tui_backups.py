@@ -371,13 +371,14 @@ async def test_restore_previews_then_restores_files_and_stages_the_database(sett
         confirm = app.screen
         assert isinstance(confirm, ConfirmScreen)
         assert confirm.question.startswith("Restore from backup 'nightly' (created 2026-11-29 10:00 UTC)?")
+        assert "Files: 1 added, 1 overwritten." in confirm.question
         assert "replaces the live database at the next start" in confirm.question
         await pilot.press("y")
         await settle(pilot)
         restores = rows(app.screen.query_one("#restores", DataTable))
         assert restores[0][1:] == ["nightly", "console", "completed 3/3, db staged: next start"]
         banner = app.screen.query_one("#staged", Static)
-        assert banner.display and "from backup 'nightly' is staged" in str(banner.render())
+        assert banner.display and "restored from backup 'nightly' is staged" in str(banner.render())
     assert (settings.images_dir / "g1.fits").read_bytes() == original
     assert (settings.caltables_dir / "cal_0834" / "bandpass.npz").read_bytes() == b"bandpass" * 200
     with db.session() as s:      # the live database is untouched until the next start ...
@@ -410,6 +411,7 @@ async def test_restore_of_files_only_leaves_the_database_alone(settings: Setting
         assert not text(app, "#tables")
         await pilot.press("R")
         await pilot.pause()
+        assert "Files: 1 added, 1 kept as they are." in app.screen.question
         assert "staged" not in app.screen.question
         await pilot.press("y")
         await settle(pilot)
@@ -532,3 +534,50 @@ async def test_read_only_console_shows_the_actions_disabled(settings: Settings, 
         assert isinstance(app.screen, BackupDetailScreen)
     b = bk.get_backup(db, bid)
     assert b is not None and b["validation_status"] is None and bk.list_restores(db, 10) == []
+
+
+async def test_a_backup_that_completes_while_listed_widens_its_cells(settings: Settings, db: Database) -> None:
+    bid = bk.create_backup(settings, db, name="nightly", scope=SCOPE, created_by="ann")
+    app = make_app(db, settings=settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        table = app.screen.query_one("#table", DataTable)
+        assert rows(table)[0][3:5] == ["pending", ""]
+        assert "pending: waiting to start" in text(app, "#selected")
+        bk.run_backup(settings, db, bid)
+        app.action_refresh_view()
+        await settle(pilot)
+        assert rows(table)[0][3] == "completed"
+        assert table.columns["status"].content_width >= len("completed")   # shown whole, not "complete"
+        assert "not validated yet" in text(app, "#selected")
+
+
+async def test_restore_from_a_damaged_backup_fails_and_writes_nothing(settings: Settings, db: Database) -> None:
+    seed_files(settings, db)
+    bid = real_backup(settings, db)
+    bk.validate_backup(settings, db, bid)
+    damage(settings, db, bid)
+    bk.validate_backup(settings, db, bid)                  # its last validation: invalid
+    change_after_backup(settings, db)
+    app = make_app(db, settings=settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("R")
+        await settle(pilot)
+        assert "this backup FAILED its last validation" in text(app, "#notes")
+        await pilot.press("R")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(pilot)
+        outcome = rows(app.screen.query_one("#restores", DataTable))[0][3]
+        assert outcome.startswith(f"failed: backup {bid[:8]} (nightly) fai")
+        assert any("failed validation, refusing to restore: 1 file(s) missing or corrupted: images/g1.fits"
+                   in n.message for n in app._notifications)
+        assert not app.screen.query_one("#staged", Static).display
+        await pilot.press("d")                                 # the detail has the engine's whole reason
+        await settle(pilot)
+        assert "refusing to restore: 1 file(s) missing or corrupted: images/g1.fits" in text(app, "#restores")
+    assert bk.pending_restores(settings) == []
+    assert not (settings.caltables_dir / "cal_0834" / "bandpass.npz").exists()    # nothing was written
