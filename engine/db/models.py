@@ -157,6 +157,8 @@ class Job(Base):
     run_after: Mapped[datetime] = mapped_column(default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    # times its holder died under it (host crash, killed worker): not attempts, but a poison-pill count
+    interruptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     lease_until: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
@@ -713,3 +715,23 @@ class CalibratorFlux(Base):
     phase_rms_deg: Mapped[float | None] = mapped_column(Float)
     amp_rms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --------------------------------------------------------------------------- calibration set lifecycle
+class CalibrationSetEvent(Base):
+    """Who retired, reinstated or asked to re-solve a calibration set, when and why.
+
+    Keyed by the set's name, not its row: a re-solve replaces the row of the same name,
+    and the history must outlive it.
+    """
+
+    __tablename__ = "calibration_set_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    set_name: Mapped[str] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(16))  # retired | reinstated | resolve_requested
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    by: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    job_id: Mapped[str | None] = mapped_column(String(32))
