@@ -241,6 +241,7 @@ class TriggerEditorScreen(OperatorActions, ModalScreen[dict[str, Any] | None]):
                 yield Vertical(id="params")
                 yield Static("", id="params-warning", classes="warning")
                 yield Static("Conditions (all must match the event data)", classes="section")
+                yield Static("", id="event-fields", classes="note")
                 with Vertical(id="conditions"):
                     for c in t.get("conditions") or []:
                         yield ConditionRow(svc.operators(), c.get("field", ""), c.get("operator", "equals"),
@@ -271,6 +272,10 @@ class TriggerEditorScreen(OperatorActions, ModalScreen[dict[str, Any] | None]):
     # ---- event, pipeline and parameters ---------------------------------------------------------
     def _show_event(self, event: str) -> None:
         self.query_one("#schedule").display = event == "schedule"
+        fields = self._svc.event_fields(event)
+        self.query_one("#event-fields", Static).update(
+            escape(f"{event} events carry: {', '.join(fields)}") if fields
+            else f"{event} runs carry the data they are given (none: conditions are not checked)")
         if event == "schedule":
             self._refresh_cron()
         self._check_params()

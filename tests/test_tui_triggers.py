@@ -159,6 +159,8 @@ async def test_event_trigger_with_conditions_made_in_the_form_fires_on_matching_
         await settle(pilot)
         editor = app.screen
         await _type(pilot, "#name", "image northern targets")
+        fields = _text(editor.query_one("#event-fields", Static))   # what a condition can test
+        assert fields.startswith("new_measurement_set events carry: group_id") and "dec_deg" in fields
         await _choose(pilot, "#pipeline", "ima")
         assert editor.query_one("#pipeline", Select).value == "image-group"
         await pilot.click("#add-condition")

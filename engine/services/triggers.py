@@ -111,6 +111,10 @@ class TriggerService(AreaService):
         """The pipelines a trigger may run, each with its parameter spec (name, type, required, default)."""
         return tg.available_pipelines()
 
+    def event_fields(self, event: str) -> list[str]:
+        """The fields the engine's events of this type carry (what conditions can test)."""
+        return [k for k in _example_event(event, None, self.now(), "") if k != "at"]
+
     @staticmethod
     def check_conditions(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The engine's normalised conditions; raises ``TriggerError`` naming the bad row."""
