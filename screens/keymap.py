@@ -28,7 +28,7 @@ APP_ACTIONS: tuple[ActionSpec, ...] = (
                "Calibration sets, validity windows and QA"),
     ActionSpec("mode.triggers", "3", "switch_mode('triggers')", "Triggers", "Scheduled and event triggers"),
     ActionSpec("mode.backups", "4", "switch_mode('backups')", "Backups", "Backup history and validation"),
-    ActionSpec("mode.data", "5", "switch_mode('data')", "Data", "Newest images and their QA"),
+    ActionSpec("mode.data", "5", "switch_mode('data')", "Data", "Measurement sets, images and sources"),
     ActionSpec("mode.health", "6", "switch_mode('health')", "Health", "Services, disk, calibration age, alerts"),
     ActionSpec("mode.logs", "7", "switch_mode('logs')", "Logs", "Live log of this process"),
     ActionSpec("app.help", "question_mark", "help", "Help", "List every key binding"),

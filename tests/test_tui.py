@@ -139,9 +139,10 @@ async def test_data_and_health_screens(db: Database) -> None:
         await settle(pilot)
         await pilot.press("5")
         await settle(pilot)
-        table = app.screen.query_one(DataTable)
-        assert app.current_mode == "data" and table.get_row_at(0)[:3] == ["2026-11-29T01:00:00-image.fits", "good",
-                                                                            "1.20"]
+        from screens.widgets.paged_table import PagedTable
+
+        images = app.screen.query_one("#table-images", PagedTable)  # the Data screen opens on its images
+        assert app.current_mode == "data" and images.cursor_row().cells[:3] == ("2026-11-29T01:00:00", "good", "1.20")
         await pilot.press("6")
         await settle(pilot)
         lines = app.screen.query_one("#lines", DataTable)   # Health: alerts on top, one line per check below
