@@ -26,6 +26,11 @@ from screens.calibration_forms import CalibrationActions, SetRef, utc
 OVERLAY = 4   # antennas drawn together in overlay mode
 
 
+def _clip(text: str, n: int = 140) -> str:
+    """At most two lines of a long reason in the title; the Use & history tab has all of it."""
+    return text if len(text) <= n else text[: n - 12].rstrip() + "… (h: all)"
+
+
 def _series(x: np.ndarray, y: np.ndarray, flags: np.ndarray) -> tuple[list[float], list[float]]:
     """Unflagged points only: a flagged solution is no value at all, not a zero."""
     ok = ~flags & np.isfinite(y)
@@ -53,19 +58,19 @@ def _draw(plot: PlotextPlot, title: str, xlabel: str, lines: list[tuple[str, lis
 
 class CalibrationDetailScreen(CalibrationActions, ModalScreen[None]):
     BINDINGS = [
-        Binding("escape,q", "dismiss", "Close", id="caldetail.close"),
-        Binding("n", "antenna(1)", "Next ant", tooltip="Plot the next antenna", id="caldetail.next"),
-        Binding("p", "antenna(-1)", "Prev ant", tooltip="Plot the previous antenna", id="caldetail.prev"),
+        Binding("escape,q", "dismiss", "Close", tooltip="Back to the list of sets", id="calibrations.close"),
+        Binding("n", "antenna(1)", "Next ant", tooltip="Plot the next antenna", id="calibrations.next_antenna"),
+        Binding("p", "antenna(-1)", "Prev ant", tooltip="Plot the previous antenna", id="calibrations.prev_antenna"),
         Binding("o", "overlay", "Overlay", tooltip=f"Toggle {OVERLAY} antennas overlaid (first polarisation) or "
-                "one antenna, both polarisations", id="caldetail.overlay"),
+                "one antenna, both polarisations", id="calibrations.overlay"),
         Binding("g", "tab('gains')", "Gains", show=False, tooltip="Gain amplitude and phase over time",
-                id="caldetail.gains"),
+                id="calibrations.gains_tab"),
         Binding("b", "tab('bandpass')", "Bandpass", show=False, tooltip="Bandpass amplitude and phase over "
-                "frequency", id="caldetail.bandpass"),
+                "frequency", id="calibrations.bandpass_tab"),
         Binding("a", "tab('qa')", "QA", show=False, tooltip="QA metrics against their thresholds",
-                id="caldetail.qa"),
+                id="calibrations.qa_tab"),
         Binding("h", "tab('use')", "Use & history", show=False, tooltip="Validity window, tables, groups that "
-                "used the set, who changed it and why", id="caldetail.use"),
+                "used the set, who changed it and why", id="calibrations.use_tab"),
         *CalibrationActions.ACTION_BINDINGS,
     ]
     DEFAULT_CSS = """
@@ -165,7 +170,8 @@ class CalibrationDetailScreen(CalibrationActions, ModalScreen[None]):
         snr = "" if r.snr is None else f", SNR {r.snr:.0f}"
         title.update(f"[b]{escape(r.name)}[/b] · {escape(r.calibrator)} · [b]{r.status}[/b] · {qa}{snr}\n"
                      f"Dec {r.dec_deg:+.2f}° · valid {r.valid_start_utc:%m-%d %H:%M} → "
-                     f"{r.valid_end_utc:%m-%d %H:%M} UTC, {r.window}")
+                     f"{r.valid_end_utc:%m-%d %H:%M} UTC, {r.window}"
+                     + (f"\n{escape(_clip(r.status_reason))}" if r.status_reason and r.status != "active" else ""))
         self._show_qa(d)
         self._show_use(d)
 

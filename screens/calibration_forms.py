@@ -136,7 +136,7 @@ class CalibrationActions(OperatorActions):
 class WhichSetScreen(ModalScreen[None]):
     """Ask the registry which set(s) a target at a time and declination would get, and why."""
 
-    BINDINGS = [Binding("escape", "dismiss", "Close", id="calibrations.which.close")]
+    BINDINGS = [Binding("escape", "dismiss", "Close", tooltip="Back to the list of sets", id="calibrations.close_form")]
     DEFAULT_CSS = """
     WhichSetScreen { align: center middle; }
     WhichSetScreen > Vertical { width: 78; max-width: 100%; height: auto; max-height: 100%;

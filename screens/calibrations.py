@@ -90,7 +90,8 @@ class CalibrationsScreen(CalibrationActions, TableScreen):
                  f"valid {_t(r.valid_start_utc)} → {_t(r.valid_end_utc)} UTC (MJD {r.valid_start_mjd:.3f}–"
                  f"{r.valid_end_mjd:.3f}), {r.window}"]
         if r.status_reason:
-            lines.append(f"{r.status}: {escape(r.status_reason)}")
+            why = r.status_reason if r.status_reason.startswith(r.status) else f"{r.status}: {r.status_reason}"
+            lines.append(escape(why))
         info.update("\n".join(lines))
 
     def selected_set(self) -> SetRef | None:

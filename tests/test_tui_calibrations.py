@@ -1,39 +1,34 @@
 """The Calibrations screen: the list, a set's detail from its real caltables, and the operator's actions.
 
-Every set is a real solve: a simulated calibrator transit written as an MS, solved by
-the engine's ``solve_ms`` (bandpass, gains, QA, CASA-layout tables) and registered by
-the real ``Registry.register``; the actions' effects are read back from the database
-and from the registry's own decision.
+Every set is a real solve (``calibration_seed``): a simulated calibrator transit written
+as an MS, solved by the engine's ``solve_ms`` (bandpass, gains, QA, CASA-layout tables)
+and registered by the real ``Registry.register``; the actions' effects are read back from
+the database and from the registry's own decision.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from casacore import tables
 from sqlalchemy import select
 from textual.widgets import DataTable, Input, Static, TabbedContent
 from textual_plotext import PlotextPlot
 
+from calibration_seed import (A, B, C, D, E, FLAGGED_ANT, R, SPECS, build_solves, decide, name_of, seed,
+                              status_of)
 from conftest import make_settings
 from engine.calibration import lifecycle
 from engine.calibration.caltable import read_caltable
 from engine.calibration.qa import QAThresholds, evaluate_qa
 from engine.calibration.qa_report import qa_gates
-from engine.calibration.registry import Registry
-from engine.calibration.solve_ms import solve_ms
-from engine.calibration.synthetic import synthesize, write_ms
 from engine.db import Database
 from engine.db import models as m
 from engine.processing.queue import JobQueue
-from engine.processing.stage_calibrate import GROUP_SECONDS, mid_mjd
-from engine.processing.transitions import transition
 from engine.services.calibrations import to_mjd
 from engine.settings import Settings
 from screens.calibration_detail import CalibrationDetailScreen
@@ -42,114 +37,11 @@ from screens.confirm import ConfirmScreen
 from screens.prompt import PromptScreen
 from tui_helpers import FIXED_NOW, make_app, settle
 
-DEC = 55.57
-FLAGGED_ANT = 4   # DSA-005: every visibility flagged before the solve of set A
-
-
-@dataclass(frozen=True)
-class Spec:
-    gid: str
-    calibrator: str
-    dec: float = DEC
-    sigma: float = 1.0
-    seed: int = 1
-    flag_ant: int | None = None
-
-
-A = Spec("2026-11-29T11:53:00", "J0834+5534", seed=11, flag_ant=FLAGGED_ANT)   # newest, group calibrated
-E = Spec("2026-11-29T04:57:00", "J0137+3309", dec=33.15, seed=12)
-C = Spec("2026-11-28T19:59:00", "J1638+5720", seed=13)
-B = Spec("2026-11-28T11:57:00", "J0834+5534", seed=14)
-R = Spec("2026-11-27T20:03:00", "J1638+5720", sigma=40.0, seed=15)             # noisy: fails QA
-D = Spec("2026-11-27T12:01:00", "J0834+5534", seed=16)                         # retired by an operator
-SPECS = (A, E, C, B, R, D)
-
-
-def name_of(spec: Spec) -> str:
-    return f"{spec.gid}_{spec.calibrator}"
-
-
-def _group_time(spec: Spec) -> datetime:
-    return datetime.fromisoformat(spec.gid).replace(tzinfo=UTC)
-
 
 @pytest.fixture(scope="module")
 def solves(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """One real solve per calibrator group: MS written, solved, tables on disk (shared by the module)."""
-    root = tmp_path_factory.mktemp("calsolves")
-    (root / "ms").mkdir()
-    out = {}
-    for spec in SPECS:
-        t0 = to_mjd(_group_time(spec)) * 86400.0
-        obs = synthesize(nant=8, nchan=32, ntime=12, sigma=spec.sigma, seed=spec.seed, dec_deg=spec.dec,
-                         t0_mjd_s=t0)
-        ms = write_ms(str(root / "ms" / f"{spec.gid}.ms"), obs)
-        if spec.flag_ant is not None:
-            with tables.table(ms, readonly=False, ack=False) as t:
-                a1, a2 = t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
-                flags = t.getcol("FLAG")
-                flags[(a1 == spec.flag_ant) | (a2 == spec.flag_ant)] = True
-                t.putcol("FLAG", flags)
-        res = solve_ms(ms, obs.calibrator, root / "caltables" / spec.gid)
-        out[spec.gid] = res
-    assert [out[s.gid]["qa_passed"] for s in SPECS] == [True, True, True, True, False, True]
-    return out
-
-
-def seed(db: Database, settings: Settings, solves: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """The registry after two days of transits at Dec +55.57 (and one at +33.15); returns set ids by group."""
-    reg = Registry(settings.calibration)
-    ids: dict[str, int] = {}
-    for spec in SPECS:
-        res = solves[spec.gid]
-        gt = _group_time(spec)
-        with db.session() as s:
-            g = m.ObservationGroup(id=spec.gid, group_time=gt, state="pending", n_subbands=16, dec_deg=spec.dec,
-                                   is_calibrator=True, calibrator_name=spec.calibrator,
-                                   start_mjd=to_mjd(gt), end_mjd=to_mjd(gt + timedelta(seconds=GROUP_SECONDS)))
-            s.add(g)
-            s.flush()
-            for src, dst in (("pending", "converting"), ("converting", "converted"), ("converted", "solving")):
-                transition(s, spec.gid, src, dst)
-            passed = bool(res["qa_passed"])
-            if passed:
-                transition(s, spec.gid, "solving", "calibrated")
-            else:
-                transition(s, spec.gid, "solving", "failed", error="calibration QA failed")
-            s.add(m.MeasurementSet(group_id=spec.gid, path=res["ms"], cal_sets_applied=[name_of(spec)] if passed
-                                   else []))
-            cs, _ = reg.register(s, name=name_of(spec), calibrator=spec.calibrator, group_id=spec.gid,
-                                 ms_path=res["ms"], refant=res["refant_name"],
-                                 solver_params={"solint_s": None, "qa": settings.calibration.qa_thresholds()},
-                                 dec_deg=spec.dec, mid_mjd=mid_mjd(g), qa_metrics=res["metrics"],
-                                 qa_passed=passed, qa_reasons=res["qa_reasons"], bandpass=res["bandpass_table"],
-                                 gain=res["gain_table"])
-            cs.created_at = gt + timedelta(minutes=6)
-            ids[spec.gid] = cs.id
-            if spec is not A and passed:
-                g.state = "complete"
-    with db.session() as s:   # targets calibrated with C and B
-        for gid, used in (("2026-11-28T21:00:00", C), ("2026-11-28T22:00:00", C), ("2026-11-28T13:00:00", B)):
-            s.add(m.ObservationGroup(id=gid, group_time=datetime.fromisoformat(gid).replace(tzinfo=UTC),
-                                     state="complete", n_subbands=16, dec_deg=DEC))
-            s.flush()
-            s.add(m.MeasurementSet(group_id=gid, path=f"/data/ms/{gid}.ms", cal_sets_applied=[name_of(used)]))
-        lifecycle.retire(s, ids[D.gid], "DSA-005 phase jumps after 12:10 UTC", "console:alice",
-                         datetime(2026, 11, 28, 8, 10, tzinfo=UTC))
-    JobQueue(db).enqueue("image", group_id=A.gid, priority=10)   # as the engine does after a solve
-    return ids
-
-
-def decide(db: Database, settings: Settings, when: datetime, dec: float = DEC) -> Any:
-    with db.session() as s:
-        return Registry(settings.calibration).find_best_calibration(s, to_mjd(when), dec,
-                                                                    now_mjd=to_mjd(FIXED_NOW))
-
-
-def status_of(db: Database, set_id: int) -> tuple[str, str | None]:
-    with db.session() as s:
-        cs = s.get_one(m.CalibrationSet, set_id)
-        return cs.status, cs.status_reason
+    """The seed's solves, once for the module (a few seconds)."""
+    return build_solves(tmp_path_factory.mktemp("calsolves"))
 
 
 def rows(app: Any) -> list[tuple[Any, ...]]:
@@ -199,7 +91,7 @@ async def test_list_shows_every_set_with_status_qa_window_and_age(db: Database, 
         assert name_of(A) in info and "MJD 61373.4969" in info and "covers now" in info
         await select_row(pilot, name_of(D))
         info = text(app.screen.query_one("#row-info", Static))
-        assert "retired: retired by console:alice: DSA-005 phase jumps after 12:10 UTC" in info
+        assert "retired by console:alice at 2026-11-28 08:10 UTC: DSA-005 phase jumps after 12:10 UTC" in info
         assert "ended" in info
 
 
@@ -227,7 +119,8 @@ async def test_retire_stops_the_registry_choosing_it_and_reinstate_brings_it_bac
         await pilot.press("y")
         await settle(pilot)
         status, reason = status_of(db, ids[A.gid])
-        assert status == "retired" and reason is not None and reason.endswith(": DSA-005 dead all night")
+        assert status == "retired" and reason is not None
+        assert reason.startswith("retired by console") and reason.endswith(" at 2026-11-29 12:00 UTC: DSA-005 dead all night")
         with db.session() as s:
             ev = lifecycle.events(s, name_of(A))
             assert [(e.action, e.from_status, e.to_status, e.reason, e.at) for e in ev] == [
@@ -297,6 +190,31 @@ def test_reinstate_refuses_a_set_whose_tables_are_gone(db: Database, settings: S
     assert status_of(db, ids[D.gid])[0] == "retired"
     with pytest.raises(lifecycle.LifecycleError, match="reason is required"):
         app.services.calibrations.retire(ids[A.gid], "   ", "console:test")
+
+
+async def test_detail_says_which_table_is_gone_and_plots_the_other(db: Database, settings: Settings,
+                                                                   solves: dict[str, Any], tmp_path: Path) -> None:
+    ids = seed(db, settings, solves)
+    copy = tmp_path / "D.G"
+    shutil.copytree(solves[D.gid]["gain_table"], copy)
+    with db.session() as s:
+        t = s.scalars(select(m.CalibrationTable).where(m.CalibrationTable.set_id == ids[D.gid],
+                                                        m.CalibrationTable.table_type == "gain")).one()
+        t.path = str(copy)
+    shutil.rmtree(copy)
+    app = make_app(db, settings=settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.push_screen(CalibrationDetailScreen(ids[D.gid]))
+        await settle(pilot)
+        screen = app.screen
+        assert f"gain table {copy}: {copy}: table not found" in text(screen.query_one("#gain-ant", Static))
+        assert "table unreadable" in screen.query_one("#gain-amp", PlotextPlot).plt.build()
+        assert _braille(screen.query_one("#bp-amp", PlotextPlot)) > 20
+        await pilot.press("h")
+        await pilot.pause()
+        body = text(screen.query_one("#use-body", Static))
+        assert f"gain     {copy}  MISSING" in body and "gain table missing on disk" in body
 
 
 # ---- re-solve ----------------------------------------------------------------------------------------
@@ -502,6 +420,8 @@ async def test_detail_history_keeps_who_when_and_why(db: Database, settings: Set
         await settle(pilot)
         app.push_screen(CalibrationDetailScreen(ids[D.gid]))
         await settle(pilot)
+        assert "retired by console:alice at 2026-11-28 08:10 UTC: DSA-005 phase jumps" in text(
+            app.screen.query_one("#title", Static))          # why it is not active, without looking further
         await pilot.press("h")
         await pilot.pause()
         body = text(app.screen.query_one("#use-body", Static))

@@ -78,7 +78,7 @@ def retire(s: Session, set_id: int, reason: str, by: str, at: datetime) -> m.Cal
     if cs.status != "active":
         raise LifecycleError(f"{cs.name} is {cs.status}, not active: nothing to retire")
     _record(s, cs, RETIRED, cs.status, RETIRED, text, by, at)
-    cs.status, cs.status_reason = RETIRED, f"retired by {by}: {text}"
+    cs.status, cs.status_reason = RETIRED, f"retired by {by} at {at:%Y-%m-%d %H:%M} UTC: {text}"
     return cs
 
 
@@ -104,7 +104,7 @@ def reinstate(s: Session, set_id: int, reason: str, by: str, at: datetime) -> m.
     if gone:
         raise LifecycleError(f"{cs.name} cannot be applied again: " + "; ".join(gone))
     _record(s, cs, REINSTATED, cs.status, "active", text, by, at)
-    cs.status, cs.status_reason = "active", f"reinstated by {by}: {text}"
+    cs.status, cs.status_reason = "active", f"reinstated by {by} at {at:%Y-%m-%d %H:%M} UTC: {text}"
     return cs
 
 

@@ -175,11 +175,9 @@ class CalSolutions:
         """Why this antenna's plot is empty or partial (None when every solution is good)."""
         notes = []
         for label, flags in (("gain", self.gain_flags), ("bandpass", self.bp_flags)):
-            if flags.size == 0:
+            if flags.size == 0 or ant >= (flags.shape[1] if label == "gain" else flags.shape[0]):
                 continue
             f = flags[:, ant] if label == "gain" else flags[ant]
-            if ant >= (flags.shape[1] if label == "gain" else flags.shape[0]):
-                continue
             if f.all():
                 notes.append(f"{label}: all solutions flagged")
             elif f.any():
