@@ -25,7 +25,7 @@ from engine.services.queue import QueueService
 from engine.services.triggers import TriggerService
 from engine.settings import Settings
 
-__all__ = ["Services", "PipelineControl", "GroupRow", "CalibrationSetRow", "TriggerRow", "as_dict"]
+__all__ = ["Services", "PipelineControl", "GroupRow", "TriggerRow", "as_dict"]
 
 
 @dataclass(frozen=True)
@@ -39,20 +39,6 @@ class GroupRow:
     calibrator_name: str | None
     state_changed_at: datetime
     error: str | None
-
-
-@dataclass(frozen=True)
-class CalibrationSetRow:
-    id: int
-    name: str
-    calibrator_name: str
-    status: str
-    dec_deg: float
-    valid_start_mjd: float
-    valid_end_mjd: float
-    qa_passed: bool
-    snr: float | None
-    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -159,16 +145,6 @@ class Services:
         with self.db.session() as s:
             rows = s.execute(select(m.ObservationGroup.state, func.count()).group_by(m.ObservationGroup.state))
             return {state: n for state, n in rows}
-
-    # ---- calibration ----------------------------------------------------
-    def list_calibration_sets(self, limit: int = 500) -> list[CalibrationSetRow]:
-        with self.db.session() as s:
-            q = select(m.CalibrationSet).order_by(m.CalibrationSet.mid_mjd.desc()).limit(limit)
-            return [
-                CalibrationSetRow(c.id, c.name, c.calibrator_name, c.status, c.dec_deg, c.valid_start_mjd,
-                                  c.valid_end_mjd, c.qa_passed, (c.qa_metrics or {}).get("snr"), c.created_at)
-                for c in s.scalars(q)
-            ]
 
     # ---- triggers -------------------------------------------------------
     def list_triggers(self) -> list[TriggerRow]:
