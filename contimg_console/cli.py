@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -58,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="pipeline state counts, leases and failures")
     status.add_argument("--json", action="store_true")
+
+    retry = sub.add_parser("retry", help="put failed jobs back in the queue (by id, or in bulk with --failed)")
+    retry.add_argument("jobs", nargs="*", help="job ids (see contimg status)")
+    retry.add_argument("--failed", action="store_true", help="every failed job matching --reason")
+    retry.add_argument("--reason", choices=["interrupted", "any"], default="interrupted",
+                       help="interrupted: only jobs failed by crashes of their holder, not by an error of their own")
 
     ingest = sub.add_parser("ingest", help="register subband files by hand (idempotent)")
     ingest.add_argument("paths", nargs="+", type=Path)
@@ -302,8 +309,40 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
               f"until {lease['lease_until']}")
     print(f"failed jobs: {len(report['failed'])}")
     for job in report["failed"]:
-        print(f"  {job['id']} {job['type']} group {job['group_id']} after {job['attempts']} attempts: {job['error']}")
+        kind = f" [{job['error_kind']}]" if job["error_kind"] else ""
+        print(f"  {job['id']} {job['type']} group {job['group_id']} after {job['attempts']} attempts"
+              f"{kind}: {job['error']}")
+    if report["interrupted_not_failed"]:
+        print(f"jobs interrupted by crashes and requeued (no attempt spent): {report['interrupted_not_failed']}")
     return 0
+
+
+def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.services import PipelineControl
+
+    db = _database(settings)
+    db.upgrade()
+    control = PipelineControl(db)
+    if args.failed:
+        result = control.retry_failed(args.reason, by=f"cli:{os.environ.get('USER', 'operator')}")
+        print(f"retried {len(result['retried'])} failed job(s)"
+              + (" that failed only through interruptions" if args.reason == "interrupted" else ""))
+        for job_id in result["retried"]:
+            print(f"  {job_id}")
+        for job_id, why in result["skipped"].items():
+            print(f"  not retried {job_id}: {why}")
+        return 0 if not result["skipped"] else EXIT_RUNTIME
+    if not args.jobs:
+        raise ContimgError("give job ids, or --failed [--reason interrupted|any]")
+    code = 0
+    for job_id in args.jobs:
+        try:
+            job = control.retry(job_id, by=f"cli:{os.environ.get('USER', 'operator')}")
+            print(f"{job.id} {job.type} group {job.group_id}: queued again")
+        except (ContimgError, KeyError) as exc:
+            print(f"{job_id}: not retried: {exc}", file=sys.stderr)
+            code = EXIT_RUNTIME
+    return code
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
@@ -548,6 +587,7 @@ _COMMANDS = {
     "config": cmd_config,
     "db": cmd_db,
     "status": cmd_status,
+    "retry": cmd_retry,
     "engine": cmd_engine,
     "ingest": cmd_ingest,
     "simulate": cmd_simulate,

@@ -253,6 +253,8 @@ class Runtime:
             "read_only": self.settings.read_only,
             "jupyter": self.jupyter.unavailable or self.jupyter.public_url or "",
             "jupyter_ok": self.jupyter.unavailable is None,
+            "startup_recovery": (self.engine.startup_recovery.short()
+                                 if self.engine.startup_recovery is not None else None),
         }
 
     async def health_components(self) -> dict[str, dict[str, Any]]:

@@ -73,6 +73,10 @@ class EngineSettings(_Section):
     recover_interval_s: float = Field(30.0, gt=0)
     start_paused: bool = False
     max_attempts: int = Field(3, ge=1, le=50)
+    # A job whose holder died (host crash, killed worker) is requeued without spending an attempt;
+    # after this many interruptions while other jobs finished, it fails as the likely cause.
+    max_interruptions: int = Field(5, ge=1, le=100)
+    interrupt_backoff_s: float = Field(5.0, ge=0)
     retry_base_s: float = Field(30.0, ge=0)
     retry_max_s: float = Field(300.0, ge=0)
     stage_concurrency: dict[str, int] = Field(

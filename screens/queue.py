@@ -59,7 +59,7 @@ class QueueScreen(OperatorActions, Screen[None]):
     TITLE = "Queue"
     EMPTY = ("No observation groups yet. Files dropped into incoming/ (or registered with "
              "`contimg ingest`) appear here as they are grouped.")
-    WRITE_ACTIONS = frozenset({"retry", "cancel_job", "toggle_pause", "priority", "reprocess"})
+    WRITE_ACTIONS = frozenset({"retry", "cancel_job", "toggle_pause", "priority", "reprocess", "retry_interrupted"})
     DEFAULT_CSS = """
     QueueScreen #filter { height: 1; padding: 0 1; color: $text-muted; }
     QueueScreen .empty { height: auto; padding: 1 2; color: $text-muted; }
@@ -76,6 +76,8 @@ class QueueScreen(OperatorActions, Screen[None]):
                 "(lower runs first)", id="queue.priority"),
         Binding("F", "reprocess", "Reprocess", tooltip="Send the group back to a stage it has passed and run "
                 "it again", id="queue.reprocess"),
+        Binding("I", "retry_interrupted", "Retry interrupted", tooltip="Retry every job that failed only "
+                "because its holder crashed (not by an error of its own)", id="queue.retry_interrupted"),
         Binding("l", "job_log", "Job log", tooltip="Tail the log of the selected group's latest job",
                 id="queue.joblog"),
         Binding("p", "toggle_pause", "Pause/resume", tooltip="Pause or resume the processing engine",
@@ -217,6 +219,21 @@ class QueueScreen(OperatorActions, Screen[None]):
             return paused
 
         self.run_service("pause/resume", flip, done=lambda paused: "engine paused" if paused else "engine resumed")
+
+    def action_retry_interrupted(self) -> None:
+        control = self.app.services.control  # type: ignore[attr-defined]
+
+        def ask(ids: list[str]) -> str | None:
+            if not ids:
+                return "no job failed only through interruptions"
+            self.confirm(f"Retry the {len(ids)} job(s) that failed only because their holder crashed "
+                         "(host crash or killed worker, not an error of their own)?",
+                         lambda: self.run_service("retry interrupted", control.retry_failed, "interrupted", "console",
+                                                  done=lambda r: f"{len(r['retried'])} interrupted job(s) queued again"
+                                                  + (f", {len(r['skipped'])} not: see the log" if r["skipped"] else "")))
+            return None
+
+        self.run_service("retry interrupted", control.failed_ids, "interrupted", done=ask)
 
     def action_priority(self) -> None:
         gid = self._selected()

@@ -72,6 +72,15 @@ def sleepy_stage(params: dict[str, Any]) -> dict[str, Any]:
     return ok_stage(params)
 
 
+def killer_stage(params: dict[str, Any]) -> dict[str, Any]:
+    """Kills its own worker process (as a segfault or the OOM killer would) for the poison group."""
+    if params["group_id"] == params.get("poison"):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    return ok_stage(params)
+
+
 def _prepare(stage_name: str, extra: dict[str, Any]):  # type: ignore[no-untyped-def]
     def prepare(s: Any, group: m.ObservationGroup, settings: Any) -> dict[str, Any]:
         out = settings.data_dir / "products" / f"{group.id}.{stage_name}"

@@ -76,6 +76,16 @@ class FullResult(BaseModel):
     message: str
 
 
+class RetryFailedBody(BaseModel):
+    reason: Literal["interrupted", "any"] = "interrupted"
+
+
+class RetryFailedResult(BaseModel):
+    retried: list[str]
+    skipped: dict[str, str]
+    message: str
+
+
 class StageBody(BaseModel):
     stage: str
     params: dict[str, Any]
@@ -271,6 +281,19 @@ async def run_full(request: web.Request, body: FullBody, principal: Principal) -
     runtime.engine.poke()
     return FullResult(status="queued", task_ids=ids, time_range={"start": start, "end": end},
                       message=f"{len(ids)} failed group(s) in range re-queued; groups still in progress continue")
+
+
+@router.route("POST", "/api/v1/pipeline/retry-failed", summary="Retry failed jobs in bulk (by default those "
+              "failed only through interruptions: crashes of their holder, not errors of their own)",
+              body=RetryFailedBody, response=RetryFailedResult, role="operator", tags=("pipeline",))
+async def retry_failed(request: web.Request, body: RetryFailedBody, principal: Principal) -> RetryFailedResult:
+    from engine.services import PipelineControl
+
+    runtime = rt(request)
+    result = await asyncio.to_thread(PipelineControl(runtime.db).retry_failed, body.reason, principal.username)
+    runtime.engine.poke()
+    what = "failed only through interruptions" if body.reason == "interrupted" else "failed"
+    return RetryFailedResult(**result, message=f"{len(result['retried'])} job(s) {what} queued again")
 
 
 @router.route("POST", "/api/v1/pipeline/stage", summary="Queue one stage for the group of an MS", body=StageBody,

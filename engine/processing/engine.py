@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import socket
 import sqlite3
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ from engine.processing import states
 from engine.processing.pause import read_paused, write_paused
 from engine.processing.queue import FAILED, RUNNING, SUCCEEDED, JobQueue, JobView, now
 from engine.processing.stages import Stage, StageRegistry, Wait, run_in_worker
+from engine.processing.recovery import RecoveryReport, interrupt, reconcile, recover, worker_pid
 from engine.processing.transitions import transition
 
 log = get_logger("engine")
@@ -94,6 +96,10 @@ class Engine:
         bus.on(events.GROUP_READY, self._on_group_ready)
         bus.on(events.CALIBRATION_REGISTERED, self._on_calibration)
         self._release_requested = False
+        self._broken_lock = threading.Lock()
+        self._broken_pools: dict[Any, dict[int, int] | None] = {}  # broken pool → its crashed workers
+        self.last_recovery = RecoveryReport()  # the last recovery pass that reclaimed anything
+        self.startup_recovery: RecoveryReport | None = None  # what start-up found after an unclean stop
 
     # ---- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -103,18 +109,53 @@ class Engine:
         await asyncio.to_thread(self._register_worker)
         recovered = await asyncio.to_thread(self.recover)
         if recovered:
-            log.warning("recovered %d jobs with expired leases at start-up", recovered)
+            self.startup_recovery = self.last_recovery
+            log.warning("start-up after an unclean stop: %s", self.last_recovery.describe())
         queued = await asyncio.to_thread(self.reconcile)
         if queued:
             log.info("queued %d jobs for groups waiting in a resting state", queued)
-        self._pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_lower_priority, initargs=(cfg.worker_nice,))
+        self._pool = self._new_pool()
         self._stopping = False
         self._loop_task = asyncio.create_task(self._claim_loop(), name="engine-claim")
         self._recover_task = asyncio.create_task(self._recover_loop(), name="engine-recover")
         self.started = True
         log.info("engine started", extra={"worker": self.worker_id, "workers": cfg.workers, "paused": self._paused,
                                           "stages": self.registry.types()})
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        cfg = self.settings.engine
+        return ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_lower_priority, initargs=(cfg.worker_nice,))
+
+    def _crashed_pids(self, pool: Any, procs: dict[int, Any]) -> dict[int, int] | None:
+        """pid → exit code of the pool processes that died by themselves (the pool SIGTERMs the rest).
+
+        Every job of a broken pool asks; the first answer (after the exits are reaped) is kept
+        for the others. None when the pool cannot say: then each job counts as a possible cause.
+        """
+        import signal
+        import time
+
+        with self._broken_lock:
+            key = pool  # the object, not its id: a dead pool's id could be a new pool's
+            if key in self._broken_pools:
+                return self._broken_pools[key]
+            deadline = time.monotonic() + 3.0
+            for proc in procs.values():
+                proc.join(max(0.0, deadline - time.monotonic()))
+            crashed = {pid: proc.exitcode for pid, proc in procs.items()
+                       if proc.exitcode is not None and proc.exitcode != -signal.SIGTERM}
+            self._broken_pools[key] = crashed or None
+            while len(self._broken_pools) > 8:
+                del self._broken_pools[next(iter(self._broken_pools))]
+            return crashed or None
+
+    def _replace_broken_pool(self, broken: ProcessPoolExecutor | None) -> None:
+        """A pool worker died: every job in that pool is interrupted; later jobs get a fresh pool."""
+        if broken is not None and self._pool is broken and not self._stopping:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+            log.warning("a stage worker process died; the process pool was replaced")
 
     async def stop(self) -> None:
         """Drain: stop claiming, let running jobs finish within the grace period, release the rest."""
@@ -228,43 +269,19 @@ class Engine:
                 if finished:
                     w.task_count += 1
 
-    # ---- recovery ----------------------------------------------------------
+    # ---- recovery (engine.processing.recovery) ----------------------------------
     def recover(self) -> int:
-        """Return expired-lease jobs to the queue (or fail them when attempts are spent)."""
-        count = 0
-        with self.db.session() as s:
-            for job in self.queue.expired(s):
-                count += 1
-                spent = job.attempts >= job.max_attempts
-                reason = f"lease held by {job.claimed_by} expired"
-                group = s.get(m.ObservationGroup, job.group_id) if job.group_id else None
-                stage = self.registry.get(job.type)
-                if group is not None and stage is not None and group.state == stage.working:
-                    target = states.FAILED if spent else stage.start
-                    transition(s, group.id, stage.working, target, reason=reason, worker=job.claimed_by,
-                               attempt=job.attempts, job_id=job.id,
-                               error=f"{reason} after {job.attempts} attempts" if spent else None)
-                job.claimed_by, job.lease_until = None, None
-                if spent:
-                    job.state, job.finished_at = FAILED, now()
-                    job.error, job.error_kind = f"{reason} after {job.attempts} attempts", "lease"
-                else:
-                    job.state, job.run_after, job.error, job.error_kind = "queued", now(), reason, "lease"
-        return count
+        """Reclaim running jobs whose holder died (interrupted) or whose lease ran out; returns how many."""
+        report = recover(self.db, self.registry, self.settings, self.worker_id)
+        if report.reclaimed:
+            log.warning("lease recovery: %s", report.describe(),
+                        extra={"requeued": report.requeued, "failed": report.failed, "expired": report.expired})
+        self.last_recovery = report if report.reclaimed else self.last_recovery
+        return report.reclaimed
 
     def reconcile(self) -> int:
         """Queue the next stage of every group resting without a job (crash between commits, new stage)."""
-        count = 0
-        with self.db.session() as s:
-            busy = select(m.Job.group_id).where(m.Job.state.in_(("queued", RUNNING)), m.Job.group_id.is_not(None))
-            resting = s.scalars(select(m.ObservationGroup).where(
-                m.ObservationGroup.state.in_(states.RESTING), m.ObservationGroup.state != states.COMPLETE,
-                m.ObservationGroup.ingest_status == "ready",
-                m.ObservationGroup.id.not_in(busy)))
-            for group in resting:
-                if self._enqueue_next(s, group, group.state):
-                    count += 1
-        return count
+        return reconcile(self.db, self._enqueue_next)
 
     async def _recover_loop(self) -> None:
         while not self._stopping:
@@ -341,6 +358,12 @@ class Engine:
         except _LeaseLost:
             log.warning("job %s lost its lease; result discarded", job.id)
             return
+        except BrokenProcessPool as exc:
+            pool = getattr(exc, "pool", None)
+            procs = dict(getattr(pool, "_processes", None) or {})  # before the pool forgets them
+            self._replace_broken_pool(pool)
+            culprits = await asyncio.to_thread(self._crashed_pids, pool, procs)
+            await asyncio.to_thread(self._interrupted, job, culprits)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded
             await asyncio.to_thread(self._fail, job, stage, exc)
         else:
@@ -357,7 +380,13 @@ class Engine:
     async def _execute(self, job: JobView, stage: Stage, params: dict[str, Any]) -> dict[str, Any]:
         assert self._pool is not None
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, run_in_worker, stage.run, params)
+        pool = self._pool
+        try:
+            future = loop.run_in_executor(pool, run_in_worker, stage.run, params)
+        except BrokenProcessPool as exc:
+            exc.pool = pool  # type: ignore[attr-defined]
+            raise
+        future.add_done_callback(lambda f, p=pool: _tag_pool(f, p))
         # A future abandoned at shutdown (pool terminated) must not log "exception never retrieved".
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         hb = self.settings.engine.heartbeat_s
@@ -494,6 +523,28 @@ class Engine:
             self.bus.publish(events.STATE_CHANGED, group_id=job.group_id, state=states.FAILED,
                              previous=stage.working)
 
+    def _interrupted(self, job: JobView, crashed: dict[int, int] | None) -> None:
+        """The pool broke under ``job``: its own worker died (counts towards the poison pill) or another's did."""
+        report = RecoveryReport()
+        with self.db.session() as s:
+            row = s.get(m.Job, job.id)
+            if row is None or row.state != RUNNING or row.claimed_by != self.worker_id:
+                return
+            pid = worker_pid(s, job.id)
+            own = crashed is None or (pid is not None and pid in crashed)  # unknown: count it, to be safe
+            if own:
+                code = crashed.get(pid) if crashed and pid is not None else None
+                how = f" (exit code {code})" if code is not None else ""
+                reason = f"its worker process {pid or ''} died{how}".replace("  ", " ")
+            else:
+                reason = "another job's worker process died and took the process pool with it"
+            interrupt(s, row, self.registry, self.settings, reason, report, counts=own)
+        what = "failed as a poison pill" if report.failed else "requeued without spending an attempt"
+        log.warning("job %s interrupted: %s; %s", job.id, reason, what)
+        if report.failed:
+            self.bus.publish(events.JOB_FAILED, job_id=job.id, job_type=job.type, group_id=job.group_id,
+                             error=reason, kind="poison")
+
     def _release(self, job: JobView, stage: Stage) -> None:
         with self.db.session() as s:
             group = s.get(m.ObservationGroup, job.group_id) if job.group_id else None
@@ -505,6 +556,12 @@ class Engine:
 
 class _LeaseLost(Exception):
     pass
+
+
+def _tag_pool(future: Any, pool: ProcessPoolExecutor) -> None:
+    """Remember which pool a BrokenProcessPool came from, so only that pool is replaced."""
+    if not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
+        future.exception().pool = pool
 
 
 def _summarise(outcome: dict[str, Any]) -> dict[str, Any]:

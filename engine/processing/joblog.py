@@ -8,6 +8,7 @@ job while it runs (SQLite in WAL mode lets the worker write beside the engine).
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -40,6 +41,16 @@ class JobLogHandler(logging.Handler):
         super().close()
 
 
+WORKER_LEVEL = "WORKER"  # a job-log line whose message is the pid of the pool process running the job
+_handler: JobLogHandler | None = None
+
+
+def mark_worker() -> None:
+    """Record this process's pid in the current job's log (no-op outside a job)."""
+    if _handler is not None:
+        _handler.write(WORKER_LEVEL, str(os.getpid()))
+
+
 @contextmanager
 def capture(db_path: str | None, job_id: str | None) -> Iterator[logging.Logger]:
     logger = logging.getLogger("contimg.stage")
@@ -52,10 +63,13 @@ def capture(db_path: str | None, job_id: str | None) -> Iterator[logging.Logger]
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
+    global _handler
+    _handler = handler
     progress.install(lambda message: handler.write(progress.LEVEL, message))
     try:
         yield logger
     finally:
+        _handler = None
         progress.install(None)
         root.removeHandler(handler)
         handler.close()

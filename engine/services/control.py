@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
 from engine.db import Database
 from engine.db import models as m
 
@@ -60,11 +62,36 @@ class PipelineControl:
             if group is not None and group.state in (states.FAILED, states.CANCELLED):
                 resume = last_resting(s, group.id)
                 transition(s, group.id, group.state, resume, reason=f"retried by {by}", job_id=job.id)
-            job.state, job.attempts, job.run_after = "queued", 0, now()
+            job.state, job.attempts, job.interruptions, job.run_after = "queued", 0, 0, now()
             job.finished_at, job.error, job.error_kind = None, None, None
             s.add(m.JobLog(job_id=job.id, message=f"retried by {by}"))
             s.flush()
             return JobView.of(job)
+
+    def failed_ids(self, reason: str = "interrupted", limit: int = 10_000) -> list[str]:
+        """Failed jobs, oldest first; ``interrupted``: only those failed by crashes of their holder."""
+        from engine.processing.recovery import LEASE, POISON
+
+        if reason not in ("interrupted", "any"):
+            raise ValueError(f"reason must be interrupted or any, not {reason!r}")
+        with self.db.session() as s:
+            q = select(m.Job.id).where(m.Job.state == "failed").order_by(m.Job.finished_at).limit(limit)
+            if reason == "interrupted":
+                q = q.where(m.Job.error_kind.in_((POISON, LEASE)))
+            return list(s.scalars(q))
+
+    def retry_failed(self, reason: str = "interrupted", by: str = "operator", limit: int = 10_000) -> dict[str, Any]:
+        """Retry failed jobs in bulk: ``interrupted`` = those failed only by their holders dying
+        (the poison-pill guard, or leases spent by crashes), not by an error of their own; ``any`` = all.
+        Returns {"retried": [...], "skipped": {job_id: why}}."""
+        retried, skipped = [], {}
+        for job_id in self.failed_ids(reason, limit):
+            try:
+                self.retry(job_id, by=by)
+                retried.append(job_id)
+            except Exception as exc:  # noqa: BLE001 - each job says why it was not retried
+                skipped[job_id] = str(exc)
+        return {"retried": retried, "skipped": skipped}
 
     def cancel(self, job_id: str, by: str = "operator") -> Any:
         """Cancel a queued or running job and its group's processing."""

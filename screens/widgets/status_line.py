@@ -40,6 +40,8 @@ class StatusLine(Static):
                 leases += f" ({status['stale_leases']} expired)"
             parts += [leases, f"queued {status.get('queued_jobs', 0)}", _age(status.get("cal_age_h"))]
         parts += [f"sched {status.get('scheduler', '?')}", f"REST {rest}"]
+        if status.get("startup_recovery"):  # the start-up after a crash says what it found
+            parts.append(f"[b]start-up: {status['startup_recovery']}[/b]")
         if status.get("read_only"):
             parts.append("[b]READ-ONLY[/b]")
         if status.get("demo"):
