@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def seed(db: Database, settings: Settings) -> dict[str, str]:
         s.flush()
         s.add(m.Source(id="src-var", name="DSA J083412.3+553412", ra_deg=128.5513, dec_deg=55.5700))
         s.add(m.Source(id="src-steady", name="DSA J084501.0+560002", ra_deg=131.2542, dec_deg=56.0006))
-        s.add(m.Source(id="src-new", name="DSA J090000.0+550000", ra_deg=135.0, dec_deg=55.0))
+        s.add(m.Source(id="src-new", name="DSA J080000.0+550000", ra_deg=120.0, dec_deg=55.0))
         s.flush()
         curve = [("old-5", 12.0, False), ("old-4", 14.5, False), ("old-3", 21.0, False), ("old-2", 9.0, False),
                  ("old-1", 3.1, True), ("img-3", 2.4, True), ("img-2", 11.0, False), ("img-1", 18.0, False)]
@@ -201,38 +202,42 @@ async def test_ms_view_and_its_detail(db: Database, settings: Settings) -> None:
 async def test_sources_view_sorts_by_variability_and_filters(db: Database, settings: Settings) -> None:
     seed(db, settings)
     app = make_app(db, settings=settings)
+    new, var, steady = "DSA J080000.0+550000", "DSA J083412.3+553412", "DSA J084501.0+560002"
     async with app.run_test(size=(80, 24)) as pilot:
         await open_data(pilot, "s")
         got = rows(app)
-        assert [r[0] for r in got] == ["DSA J083412.3+553412", "DSA J084501.0+560002", "DSA J090000.0+550000"]
-        var = got[0]
+        assert [r[0] for r in got] == [new, var, steady]  # by name, i.e. by RA
         with db.session() as s:
             src = s.get_one(m.Source, "src-var")
-            assert var == ("DSA J083412.3+553412", "128.5513", "+55.5700", "6/8", f"{src.mean_flux_jy * 1e3:.2f}",
-                           f"{src.eta:.2f}", f"{src.v:.3f}")
-        # the steady source is listed first by name; sorted by η the variable one leads, the single-epoch last
-        await pilot.press("o")
-        await settle(pilot)
-        assert isinstance(app.screen, ChoiceScreen)
-        await pilot.press("down", "enter")
-        await settle(pilot)
+            assert got[1] == (var, "128.5513", "+55.5700", "6/8", f"{src.mean_flux_jy * 1e3:.2f}",
+                              f"{src.eta:.2f}", f"{src.v:.3f}")
+        assert got[0][5:] == ("", "")  # one epoch: no variability metric, not a zero
+
+        async def order(steps: int) -> list[str]:
+            await pilot.press("o")
+            await settle(pilot)
+            assert isinstance(app.screen, ChoiceScreen)
+            await pilot.press("home", *["down"] * steps, "enter")
+            await settle(pilot)
+            return [r[0] for r in rows(app)]
+
+        assert await order(1) == [var, steady, new]  # η: the variable one leads, the one without η is last
         assert app.screen.source_order == "eta"
-        assert [r[0] for r in rows(app)] == ["DSA J083412.3+553412", "DSA J084501.0+560002",
-                                             "DSA J090000.0+550000"]
         assert "most variable (η) first" in str(app.screen.query_one("#info-sources").render())
-        await pilot.press("slash", *"det>=2 flux>=30")
-        await pilot.press("enter")
+        assert await order(2) == [steady, var, new]  # mean flux
+        assert await order(3) == [steady, var, new]  # detections: 8, 6, 1
+
+        await pilot.press("slash", *"det>=2 flux>=30", "enter")
         await settle(pilot)
-        assert [r[0] for r in rows(app)] == ["DSA J084501.0+560002"]
-        await pilot.press("slash", *"eta>2")
+        assert [r[0] for r in rows(app)] == [steady]
+        await pilot.press("slash", "ctrl+u", *"eta>2")
         await pilot.pause()
-        assert "unknown filter term" in str(app.screen.query_one("#problem").render())
-        await pilot.press("escape")
-        await pilot.press("slash", *"J09999")
+        assert "unknown filter term 'eta>2'" in str(app.screen.query_one("#problem").render())
         await pilot.press("ctrl+u", *"J0999", "enter")
         await settle(pilot)
         empty = app.screen.query_one("#empty-sources")
         assert empty.display and "No sources match the filter “J0999”" in str(empty.render())
+        assert not app.screen.table().display
 
 
 async def test_images_filter_by_qa_and_order_only_for_sources(db: Database, settings: Settings) -> None:
@@ -372,6 +377,49 @@ async def test_image_detail_says_why_there_is_no_preview(db: Database, settings:
         assert "no preview: no PNG recorded" in text
 
 
+def test_fits_preview_of_a_large_image_with_blanked_pixels(db: Database, settings: Settings, tmp_path) -> None:
+    """A 2048² FITS with a NaN border is reduced to the PNG's 512 px by max-pooling: the source survives."""
+    plane = np.zeros((2048, 2048))
+    plane[:300] = np.nan
+    plane[1500, 700] = 5.0  # one bright pixel (a point source)
+    write_fits(tmp_path / "big-image.fits", plane)
+    with db.session() as s:
+        s.add(m.Image(id="big", path=str(tmp_path / "big-image.fits"), created_at=FIXED_NOW))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the all-NaN blocks must not warn
+        preview = Services(db, settings).data.image_preview("big")
+    assert preview.origin == "fits" and preview.pixels.shape == (512, 512)
+    r, c = np.unravel_index(np.argmax(preview.pixels), preview.pixels.shape)
+    assert (r, c) == ((2047 - 1500) // 4, 700 // 4)  # north up: FITS row 0 is the bottom
+    assert preview.pixels[r, c] == 255
+
+
+async def test_details_of_removed_products_say_so(db: Database, settings: Settings) -> None:
+    seed(db, settings)
+    with db.session() as s:
+        s.add(m.Source(id="src-bare", name="DSA J070000.0+500000", ra_deg=105.0, dec_deg=50.0))
+    app = make_app(db, settings=settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.push_screen(ImageDetailScreen("gone"))
+        await settle(pilot)
+        assert "no longer registered" in str(app.screen.query_one("#title").render())
+        assert app.screen.query_one(Thumbnail).message == "no preview: no image gone (deleted?)"
+        app.pop_screen()
+        app.push_screen(SourceDetailScreen("src-bare"))
+        await settle(pilot)
+        assert str(app.screen.query_one("#facts").render()).startswith("0 detections in 0 images (0 forced) · "
+                                                                      "never detected")
+        assert "no flux measurements yet" in app.screen.query_one("#plot").render().plain
+        await pilot.press("i")
+        await pilot.pause()
+        assert isinstance(app.screen, SourceDetailScreen)  # no image to open: a warning, not a crash
+        app.pop_screen()
+        app.push_screen(MsDetailScreen("/nowhere.ms"))
+        await settle(pilot)
+        assert "no longer registered" in str(app.screen.query_one("#title").render())
+
+
 async def test_operator_grades_an_image_and_the_database_keeps_it(db: Database, settings: Settings) -> None:
     seed(db, settings)
     app = make_app(db, settings=settings)
@@ -424,7 +472,7 @@ async def test_source_detail_shows_position_counts_and_light_curve(db: Database,
     app = make_app(db, settings=settings)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_data(pilot, "s")
-        await pilot.press("enter")
+        await pilot.press("down", "enter")
         await settle(pilot)
         screen = app.screen
         assert isinstance(screen, SourceDetailScreen)
@@ -482,7 +530,7 @@ def test_snapshot_source_detail_with_light_curve(snap_compare, db: Database,  # 
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         await open_data(pilot, "s")
-        await pilot.press("enter")
+        await pilot.press("down", "enter")
         await settle(pilot)
 
     assert snap_compare(make_app(db, settings=settings), terminal_size=(80, 24), run_before=run_before)

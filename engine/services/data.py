@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -443,5 +444,7 @@ def _render_fits(path: str) -> np.ndarray:
     f = math.ceil(max(plane.shape) / PREVIEW_MAX_PX)
     if f > 1:  # max-pool, as the pipeline's PNG does, so point sources survive the reduction
         ny, nx = (plane.shape[0] // f) * f, (plane.shape[1] // f) * f
-        plane = np.nanmax(plane[:ny, :nx].reshape(ny // f, f, nx // f, f), axis=(1, 3))
+        with warnings.catch_warnings():  # a block of blanked (NaN) pixels stays blank, without a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            plane = np.nanmax(plane[:ny, :nx].reshape(ny // f, f, nx // f, f), axis=(1, 3))
     return (stretch_asinh(plane)[::-1] * 255).round().astype(np.uint8)
