@@ -502,6 +502,34 @@ async def test_source_detail_shows_position_counts_and_light_curve(db: Database,
         assert isinstance(app.screen, ImageDetailScreen) and app.screen.image_id == "img-1"
 
 
+async def test_single_epoch_source_and_job_logs_from_the_details(db: Database, settings: Settings) -> None:
+    from engine.processing.queue import JobQueue
+    from screens.job_log import JobLogScreen
+
+    seed(db, settings)
+    queue = JobQueue(db)
+    job_id = queue.enqueue("image", group_id="2026-11-29T11:00:00")
+    with db.session() as s:
+        s.add(m.JobLog(job_id=job_id, message="CLEAN: 1000/1000 iterations"))
+    app = make_app(db, settings=settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_data(pilot, "s")
+        await pilot.press("enter")  # the first by name has one detection
+        await settle(pilot)
+        drawn = app.screen.query_one("#plot").render().plain
+        assert drawn.count("●") == 1 and "○" not in drawn
+        assert str(app.screen.query_one("#legend").render()).startswith("● detected (1) · bars")
+        await pilot.press("i", "l")  # its image, then that image's group's job log
+        await settle(pilot)
+        assert isinstance(app.screen, JobLogScreen) and app.screen.job.id == job_id
+        await pilot.press("escape", "escape", "escape", "m", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, MsDetailScreen)
+        await pilot.press("l")
+        await settle(pilot)
+        assert isinstance(app.screen, JobLogScreen) and app.screen.job.group_id == "2026-11-29T11:00:00"
+
+
 # ---- snapshots (80×24, fixed clock, seeded) ------------------------------------------------------
 def test_snapshot_images_view(snap_compare, db: Database, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     seed(db, settings)

@@ -280,9 +280,6 @@ class DataService(AreaService):
     def parse_filter(self, view: str, text: str) -> DataFilter | None:
         return DataFilter.parse(view, text, self.now()) if text.strip() else None
 
-    def counts(self) -> dict[str, int]:
-        return self.products.counts()
-
     # ---- windows ----------------------------------------------------------------------
     def _window(self, s: Session, model: Any, columns: tuple[Any, ...], order: Order, flt: DataFilter | None,
                 offset: int, limit: int, after: tuple[Any, Any] | None,
