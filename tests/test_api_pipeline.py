@@ -32,6 +32,13 @@ async def test_pipeline_control_and_conversion(flow_runtime_factory: Any) -> Non
         status, err = await call(rt, "POST", "/api/v1/pipeline/full", rt.token,
                                  json={"start_time": "2026-01-02T00:00:00Z", "end_time": "2026-01-01T00:00:00Z"})
         assert status == 422
+        # bulk retry of failures caused only by interruptions: operators only; nothing to do on a clean run
+        status, _ = await call(rt, "POST", "/api/v1/pipeline/retry-failed", json={"reason": "interrupted"})
+        assert status == 401
+        status, err = await call(rt, "POST", "/api/v1/pipeline/retry-failed", rt.token, json={"reason": "maybe"})
+        assert status == 422
+        status, res = await call(rt, "POST", "/api/v1/pipeline/retry-failed", rt.token, json={})
+        assert status == 200 and res["retried"] == [] and "interruptions" in res["message"]
 
         status, cst = await call(rt, "GET", "/api/v1/conversion/stats")
         assert cst["total_groups"] == 2 and cst["total_files"] == 32
