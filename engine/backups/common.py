@@ -1,0 +1,291 @@
+"""Shared pieces of the backup service: constants, errors, manifest entries, hashing, the database copy."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy import text
+
+from engine.db import Database
+from engine.db import models as m
+from engine.errors import ContimgError
+from engine.units import human_bytes
+
+log = logging.getLogger("engine.backups")
+
+SCOPE_KEYS = ("measurement_sets", "images", "catalogs", "pipeline_configs", "job_history", "qa_ratings")
+BACKUP_TYPES = ("full", "incremental", "differential")
+BACKUP_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+DB_ENTRY = "database/pipeline.sqlite3"
+PREFIXES = ("database", "caltables", "catalogs", "config", "images", "ms")
+IMAGE_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".png")
+IDEMPOTENCE_WINDOW = timedelta(minutes=10)
+TMP_PREFIX = ".tmp-"
+CHUNK = 1 << 20
+SQLITE_FULL = 13
+# Rough throughput used by restore_preview's time estimate.
+RESTORE_BYTES_PER_S = 200e6
+
+
+class BackupError(ContimgError):
+    """A backup or restore cannot be done; the message says why (and names the entry)."""
+
+
+class UnsafeEntryError(BackupError):
+    """A manifest entry would write outside the data dir (traversal, absolute path, symlink)."""
+
+
+# --------------------------------------------------------------------------- small helpers
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def format_size(n: int | None) -> str:
+    return human_bytes(n)
+
+
+def _normalise_scope(scope: dict[str, Any] | None, *, subset: bool = False) -> dict[str, bool]:
+    scope = dict(scope or {})
+    unknown = sorted(set(scope) - set(SCOPE_KEYS))
+    if unknown:
+        raise BackupError(f"unknown scope key(s): {', '.join(unknown)} (expected {', '.join(SCOPE_KEYS)})")
+    if subset:
+        return {k: bool(v) for k, v in scope.items()}
+    return {k: bool(scope.get(k, False)) for k in SCOPE_KEYS}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _overall_checksum(files: list[dict[str, Any]]) -> str:
+    """One checksum over every (path, size, sha256) of the manifest, in path order."""
+    h = hashlib.sha256()
+    for entry in sorted(files, key=lambda e: e["path"]):
+        h.update(f"{entry['path']}\0{entry['size']}\0{entry['sha256']}\n".encode())
+    return h.hexdigest()
+
+
+def check_entry(rel: Any) -> PurePosixPath:
+    """A manifest path, refused unless it is a plain relative path under a known prefix."""
+    if not isinstance(rel, str) or not rel:
+        raise UnsafeEntryError(f"manifest entry {rel!r}: not a non-empty path string")
+    if "\x00" in rel or "\\" in rel:
+        raise UnsafeEntryError(f"manifest entry {rel!r}: illegal character")
+    p = PurePosixPath(rel)
+    if p.is_absolute() or rel.startswith("/"):
+        raise UnsafeEntryError(f"manifest entry {rel!r}: absolute path refused")
+    if any(part in ("..", ".", "") for part in rel.split("/")):
+        raise UnsafeEntryError(f"manifest entry {rel!r}: path traversal refused")
+    if p.parts[0] not in PREFIXES or len(p.parts) < 2:
+        raise UnsafeEntryError(f"manifest entry {rel!r}: not under one of {', '.join(PREFIXES)}")
+    return p
+
+
+def _inside(base: Path, rel: PurePosixPath) -> Path:
+    target = base.joinpath(*rel.parts)
+    base_abs = os.path.abspath(base)
+    if os.path.commonpath([base_abs, os.path.abspath(target)]) != base_abs:
+        raise UnsafeEntryError(f"manifest entry {str(rel)!r}: resolves outside {base}")
+    return target
+
+
+def _backup_file(backup_dir: Path, rel: PurePosixPath) -> Path:
+    """The stored copy of an entry; a symlink anywhere on its path inside the backup is refused."""
+    path = _inside(backup_dir, rel)
+    probe = backup_dir
+    for part in rel.parts:
+        probe = probe / part
+        if probe.is_symlink():
+            raise UnsafeEntryError(f"manifest entry {str(rel)!r}: symlink in the backup refused")
+    return path
+
+
+def _restore_target(settings: Any, rel: PurePosixPath, restore_id: str) -> Path:
+    """Where an entry is restored: always inside the data dir."""
+    data_dir = Path(settings.data_dir)
+    top = rel.parts[0]
+    if top in ("config", "catalogs"):
+        # The live config and catalogue files are outside the data dir: restored beside the data,
+        # for the operator to move into place.
+        return _inside(data_dir / f"{top}.restore-{restore_id}", PurePosixPath(*rel.parts[1:]))
+    if top == "database":
+        return data_dir / f"{Path(settings.db_path).name}.restore-{restore_id}"
+    base = {"caltables": settings.caltables_dir, "images": settings.images_dir, "ms": settings.ms_dir}[top]
+    return _inside(Path(base), PurePosixPath(*rel.parts[1:]))
+
+
+def _walk_files(root: Path, suffixes: tuple[str, ...] | None = None) -> Iterator[Path]:
+    """Regular files under ``root`` (symlinks are not followed nor backed up)."""
+    if not root.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            if suffixes is not None and not name.lower().endswith(suffixes):
+                continue
+            yield path
+
+
+def _sources(settings: Any, scope: dict[str, bool]) -> list[tuple[str, Path]]:
+    """(manifest path, source file) for every file the scope selects, the database excluded."""
+    out: list[tuple[str, Path]] = []
+    if scope.get("catalogs") or scope.get("pipeline_configs"):
+        base = Path(settings.caltables_dir)
+        out += [(f"caltables/{p.relative_to(base).as_posix()}", p) for p in _walk_files(base)]
+    if scope.get("catalogs"):
+        seen: set[str] = set()
+        for i, cat in enumerate(getattr(getattr(settings, "calibration", None), "catalogue_files", None) or []):
+            cat = Path(cat)
+            if cat.is_file() and not cat.is_symlink():
+                name = cat.name if cat.name not in seen else f"{i}-{cat.name}"
+                seen.add(name)
+                out.append((f"catalogs/{name}", cat))
+    if scope.get("pipeline_configs"):
+        cfg = settings.config_file
+        if cfg is not None and Path(cfg).is_file():
+            out.append((f"config/{Path(cfg).name}", Path(cfg)))
+    if scope.get("images"):
+        base = Path(settings.images_dir)
+        out += [(f"images/{p.relative_to(base).as_posix()}", p) for p in _walk_files(base, IMAGE_SUFFIXES)]
+    if scope.get("measurement_sets"):
+        base = Path(settings.ms_dir)
+        out += [(f"ms/{p.relative_to(base).as_posix()}", p) for p in _walk_files(base)]
+    return out
+
+
+def copy_database(src: Path, dst: Path) -> None:
+    """A consistent copy of a live (WAL) database with SQLite's online backup API, as one file."""
+    source = sqlite3.connect(str(src), timeout=30)
+    try:
+        target = sqlite3.connect(str(dst))
+        try:
+            source.backup(target)
+            target.execute("PRAGMA journal_mode=DELETE")  # a self-contained single file
+            target.commit()
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
+def _annotate_copy(copy: Path, backup_id: str, final_path: str) -> None:
+    """In the copy, this backup's own row says "running"; the copy only survives if the backup
+    completes, so mark it completed there (a restored database then lists it correctly)."""
+    conn = sqlite3.connect(str(copy))
+    try:
+        conn.execute("UPDATE backup_history SET status='completed', backup_path=?, completed_at=? WHERE id=?",
+                     (final_path, _now().strftime("%Y-%m-%d %H:%M:%S.%f"), backup_id))
+        conn.commit()
+    except sqlite3.OperationalError as exc:  # an older schema without the table: nothing to annotate
+        log.debug("cannot annotate the database copy: %s", exc)
+    finally:
+        conn.close()
+
+
+def sqlite_integrity(path: Path) -> str:
+    """``PRAGMA integrity_check`` of a database file opened read-only ("ok" when sound)."""
+    if not path.is_file():
+        return f"{path.name}: missing"
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+        try:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return f"{path.name}: {exc}"
+    result = "; ".join(str(r[0]) for r in rows)
+    return result or "no result"
+
+
+def _os_error_message(exc: OSError, where: Path) -> str:
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on device while writing the backup under {where}"
+    if exc.errno == errno.EDQUOT:
+        return f"disk quota exceeded while writing the backup under {where}"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write the backup under {where}: {exc.strerror} ({exc.filename or where})"
+    return f"cannot write the backup under {where}: {exc.strerror or exc} ({exc.filename or where})"
+
+
+def _write_lock(s: Any) -> None:
+    """Take SQLite's write lock now (a no-op UPDATE), so the reads that follow cannot go stale."""
+    s.execute(text("UPDATE backup_history SET id = id WHERE id = ''"))
+
+
+def _load_manifest(backup_dir: Path) -> dict[str, Any]:
+    path = backup_dir / MANIFEST
+    if path.is_symlink():
+        raise BackupError(f"{path}: manifest is a symlink")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BackupError(f"{path}: manifest missing") from None
+    except (OSError, ValueError) as exc:
+        raise BackupError(f"{path}: manifest unreadable or corrupt: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise BackupError(f"{path}: manifest corrupt: no 'files' list")
+    for entry in data["files"]:
+        if not isinstance(entry, dict) or not {"path", "size", "sha256"} <= set(entry):
+            raise BackupError(f"{path}: manifest corrupt: bad file entry {entry!r}")
+        check_entry(entry["path"])
+    return data
+
+
+def _chain(db: Database, backup_id: str) -> list[m.BackupRecord]:
+    """The backup and its ancestors, oldest (the full) first; a missing link raises."""
+    chain: list[m.BackupRecord] = []
+    seen: set[str] = set()
+    with db.session() as s:
+        current: str | None = backup_id
+        while current is not None:
+            if current in seen:
+                raise BackupError(f"backup chain of {backup_id} loops at {current}")
+            seen.add(current)
+            rec = s.get(m.BackupRecord, current)
+            if rec is None:
+                raise BackupError(f"parent backup {current} of {backup_id} is missing")
+            chain.append(rec)
+            current = rec.parent_backup_id
+    chain.reverse()
+    return chain
+
+
+def _baseline_index(db: Database, rec: m.BackupRecord) -> dict[str, dict[str, Any]]:
+    """What the parent (incremental) or the last full (differential) saw: path → {size, mtime_ns, sha256}."""
+    if rec.backup_type == "full" or not rec.parent_backup_id:
+        return {}
+    chain = _chain(db, rec.parent_backup_id)
+    if rec.backup_type == "differential":
+        fulls = [b for b in chain if b.backup_type == "full"]
+        if not fulls:
+            raise BackupError(f"no full backup found under parent {rec.parent_backup_id}")
+        base = fulls[-1]
+    else:
+        base = chain[-1]
+    manifest = _load_manifest(Path(base.backup_path))
+    return {e["path"]: e for e in manifest.get("index", [])}
+
