@@ -61,6 +61,10 @@ class ApiSettings(_Section):
     listing_max_stale_s: float = Field(2.0, ge=0, le=60)
     # The Prometheus that scrapes /metrics; /api/v1/metrics/query forwards PromQL to it.
     prometheus_url: str | None = None
+    # Login throttling: failed logins per user name and per client address within the window.
+    login_failures_per_user: int = Field(5, ge=1, le=1000)
+    login_failures_per_address: int = Field(20, ge=1, le=10000)
+    login_window_s: float = Field(300.0, ge=1, le=86400)
 
 
 class EngineSettings(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -12,7 +13,8 @@ from sqlalchemy import select
 
 from contimg_console.api.auth import SESSION_COOKIE, credentials
 from contimg_console.api.common import Ok
-from contimg_console.api.errors import ApiError
+from contimg_console.api.errors import ApiError, error_body
+from contimg_console.api.login_limit import LoginLimiter
 from contimg_console.api.routing import Router
 from engine.auth import AuthError, Principal
 from engine.db import models as m
@@ -21,6 +23,19 @@ if TYPE_CHECKING:
     from contimg_console.runtime import Runtime
 
 router = Router()
+
+
+def _limiter(request: web.Request) -> LoginLimiter:
+    """One limiter per application (per server), sized from ``[api]`` settings."""
+    limiter = _LIMITERS.get(request.app)
+    if limiter is None:
+        api = _rt(request).settings.api
+        limiter = _LIMITERS[request.app] = LoginLimiter(api.login_failures_per_user, api.login_failures_per_address,
+                                                        api.login_window_s)
+    return limiter
+
+
+_LIMITERS: weakref.WeakKeyDictionary[web.Application, LoginLimiter] = weakref.WeakKeyDictionary()
 
 
 class LoginBody(BaseModel):
@@ -92,6 +107,16 @@ def _issue(runtime: Runtime, principal: Principal, remember: bool) -> Tokens:
               response=LoginResponse, role="public", tags=("auth",))
 async def login(request: web.Request, body: LoginBody) -> web.Response:
     runtime = _rt(request)
+    limiter = _limiter(request)
+    address = request.remote or "unknown"
+    refused = limiter.retry_after(body.username, address)
+    if refused is not None:
+        what, wait = refused
+        message = (f"too many failed logins {'for this user' if what == 'user' else 'from this address'}; "
+                   f"try again in {wait} s")
+        return web.json_response(error_body(429, message, code="TOO_MANY_REQUESTS",
+                                            action=f"wait {wait} s before logging in again"),
+                                 status=429, headers={"Retry-After": str(wait)})
 
     def work() -> LoginResponse:
         try:
@@ -101,7 +126,12 @@ async def login(request: web.Request, body: LoginBody) -> web.Response:
         return LoginResponse(user=_user_out(runtime, principal.username),
                              tokens=_issue(runtime, principal, body.remember_me))
 
-    result = await asyncio.to_thread(work)
+    try:
+        result = await asyncio.to_thread(work)
+    except ApiError:
+        limiter.failed(body.username, address)
+        raise
+    limiter.succeeded(body.username)
     # The dashboard's cleanup, pipeline-control and download calls send cookies, not the bearer token.
     response = web.json_response(result.model_dump(mode="json"))
     response.set_cookie(SESSION_COOKIE, result.tokens.access_token, max_age=runtime.settings.api.access_token_ttl_s,

@@ -194,7 +194,7 @@ async def list_queries(request: web.Request, query: QueryListParams, principal: 
 
 
 @router.route("POST", "/api/v1/queries/run", summary="Run a saved or ad-hoc query (read-only filters)",
-              body=QueryRunBody, response=QueryResult, tags=("queries",))
+              body=QueryRunBody, response=QueryResult, tags=("queries",), read_only=True)
 async def run(request: web.Request, body: QueryRunBody, principal: Principal) -> QueryResult:
     if not body.query_id and not body.query_string:
         raise ApiError(422, "give query_id or query_string", code="VALIDATION_FAILED")

@@ -303,7 +303,7 @@ def _filters(f: CleanupFilters) -> dict[str, Any]:
 
 
 @router.route("POST", "/api/v1/cleanup/dry-run", summary="Cleanup impact estimate (changes nothing)",
-              body=CleanupFilters, response=CleanupDryRunResult, tags=("cleanup",))
+              body=CleanupFilters, response=CleanupDryRunResult, tags=("cleanup",), read_only=True)
 async def dry_run(request: web.Request, body: CleanupFilters) -> CleanupDryRunResult:
     return CleanupDryRunResult(**await asyncio.to_thread(_svc(request).dry_run, _filters(body)))
 

@@ -42,6 +42,12 @@ class RouteSpec:
     alias_of: str | None = None
     name: str = ""
     responses: dict[int, str] = field(default_factory=dict)
+    read_only: bool = False
+
+    @property
+    def needs_user(self) -> bool:
+        """A viewer-level write (comments, saved queries, ratings…) acts for a person, never for anonymous."""
+        return self.role == "viewer" and self.method != "GET" and not self.read_only
 
     @property
     def openapi_path(self) -> str:
@@ -82,15 +88,19 @@ class Router:
     def route(self, method: str, path: str, *, summary: str, response: Any = None, query: type[BaseModel] | None = None,
               body: type[BaseModel] | None = None, role: Role = "viewer", tags: tuple[str, ...] = (),
               status: int = 200, content_type: str = "application/json",
-              responses: dict[int, str] | None = None, aliases: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
+              responses: dict[int, str] | None = None, aliases: tuple[str, ...] = (),
+              read_only: bool = False) -> Callable[[Handler], Handler]:
+        """``read_only=True`` marks a non-GET viewer route that only reads (a query run, a preview), which
+        anonymous readers may call; every other viewer-level write needs a logged-in caller."""
         def deco(fn: Handler) -> Handler:
             spec = RouteSpec(method.upper(), path, fn, summary, tags, role, query, body, response, status,
-                             content_type, name=fn.__name__, responses=dict(responses or {}))
+                             content_type, name=fn.__name__, responses=dict(responses or {}), read_only=read_only)
             self.routes.append(spec)
             for alias in aliases:
                 self.routes.append(RouteSpec(method.upper(), alias, fn, summary + " (alias)", tags, role, query, body,
                                              response, status, content_type, alias_of=path,
-                                             name=fn.__name__ + "_alias", responses=dict(responses or {})))
+                                             name=fn.__name__ + "_alias", responses=dict(responses or {}),
+                                             read_only=read_only))
             return fn
         return deco
 
@@ -102,6 +112,10 @@ class Router:
     def _wrap(self, spec: RouteSpec, authorize: Callable[[web.Request, Role], Awaitable[Any]]) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
             principal = await authorize(request, spec.role)
+            if spec.needs_user and principal.via == "anonymous":
+                # Before the query string and body are read: an anonymous caller learns nothing of the schema.
+                raise ApiError(401, f"{spec.method} {spec.openapi_path} needs a logged-in user: send "
+                                    "'Authorization: Bearer <token>' or 'X-API-Key'", code="UNAUTHORIZED")
             kwargs: dict[str, Any] = {}
             if spec.query is not None:
                 try:

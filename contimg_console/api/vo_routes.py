@@ -136,7 +136,7 @@ async def list_exports(request: web.Request, query: ExportListParams) -> ExportL
 
 
 @router.route("POST", "/api/v1/vo/exports/preview", summary="Estimate an export", body=ExportFilter,
-              response=Preview, tags=("vo",))
+              response=Preview, tags=("vo",), read_only=True)
 async def preview(request: web.Request, body: ExportFilter) -> Preview:
     return Preview(**await asyncio.to_thread(vo.preview, rt(request).db, _flt(body)))
 
@@ -193,7 +193,7 @@ async def cols(request: web.Request) -> Columns:
 
 
 @router.route("POST", "/api/v1/vo/cone-search", summary="Cone search over the source table", body=ConeBody,
-              response=ConeResult, tags=("vo",))
+              response=ConeResult, tags=("vo",), read_only=True)
 async def cone(request: web.Request, body: ConeBody) -> ConeResult:
     return ConeResult(**await asyncio.to_thread(vo.cone_search, rt(request).db, body.ra, body.dec,
                                                 body.radius_arcmin, body.limit))
