@@ -58,7 +58,7 @@ async def test_calibrator_imaging_views(flow_runtime_factory: Any) -> None:
     async with flow_runtime_factory() as rt:
         status, cals = await call(rt, "GET", "/api/v1/calibrator-imaging/calibrators", params={"status": "active"})
         names = {c["name"] for c in cals}
-        assert "J0834+5534" in names and len(cals) > 50
+        assert "J0834+5534" in names and len(cals) >= 10  # only sourced calibrators are built in
         status, cov = await call(rt, "GET", "/api/v1/calibrator-imaging/data-coverage")
         assert cov["has_data"] and cov["total_groups"] == 2 and cov["recommended_days_back"] >= 7
         status, tr = await call(rt, "GET", f"/api/v1/calibrator-imaging/calibrators/{quote('J0834+5534')}/transits",

@@ -1,8 +1,12 @@
-"""VO export (spec §5): export jobs, previews, downloads and cone search; TAP is not offered."""
+"""VO (spec §5): export jobs, previews, downloads, the dashboard's cone search and TAP query, and the
+IVOA services themselves: Simple Cone Search 1.03 (``/vo/scs``) and TAP 1.1 sync (``/vo/tap``)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import uuid
 from datetime import datetime
 from typing import Any, Literal
 
@@ -14,6 +18,8 @@ from contimg_console.api.errors import ApiError
 from contimg_console.api.routing import Router
 from engine import vo_export as vo
 from engine.auth import Principal
+from engine.vo import scs, tap, vosi
+from engine.vo.votable import MEDIA_TYPE, VOError, error_document, table_document
 
 router = Router()
 Fmt = Literal["votable", "fits", "csv", "json"]
@@ -199,7 +205,137 @@ async def cone(request: web.Request, body: ConeBody) -> ConeResult:
                                                 body.radius_arcmin, body.limit))
 
 
-@router.route("POST", "/api/v1/vo/tap/query", summary="ADQL/TAP (not offered)", response={"type": "object"},
-              tags=("vo",), responses={501: "Not implemented"})
-async def tap(request: web.Request) -> None:
-    raise ApiError(501, "TAP/ADQL is not offered; use saved queries or cone search", code="NOT_IMPLEMENTED")
+class TapQueryBody(BaseModel):
+    query: str = Field(min_length=1, max_length=100_000)
+
+
+class TAPResult(BaseModel):
+    query_id: str
+    status: Literal["queued", "executing", "completed", "error", "aborted"]
+    result_count: int | None = None
+    result_url: str | None = None
+    error_message: str | None = None
+
+
+VO_TAGS = ("vo",)
+_VOT = {"Content-Type": MEDIA_TYPE}
+
+
+def _vot(body: bytes) -> web.Response:
+    return web.Response(body=body, headers=_VOT)
+
+
+def _xml(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="text/xml", charset="utf-8")
+
+
+async def _params(request: web.Request) -> dict[str, str]:
+    """Query string plus, for POST, the form body (TAP clients POST form-encoded parameters)."""
+    params = {k: v for k, v in request.query.items()}
+    if request.method == "POST":
+        form = await request.post()
+        params.update({k: v for k, v in form.items() if isinstance(v, str)})
+    return params
+
+
+@router.route("GET", "/api/v1/vo/scs", summary="IVOA Simple Cone Search 1.03: RA, DEC, SR in degrees, VERB 1-3",
+              tags=VO_TAGS, content_type=MEDIA_TYPE)
+async def scs_search(request: web.Request) -> web.Response:
+    return _vot(await asyncio.to_thread(scs.search, rt(request).db, dict(request.query)))
+
+
+async def _sync(request: web.Request) -> web.Response:
+    params = await _params(request)
+    return _vot(await asyncio.to_thread(tap.sync, rt(request).settings.db_path, params))
+
+
+@router.route("GET", "/api/v1/vo/tap/sync", summary="TAP sync query (LANG=ADQL&QUERY=…[&MAXREC=n])", tags=VO_TAGS,
+              content_type=MEDIA_TYPE)
+async def tap_sync_get(request: web.Request) -> web.Response:
+    return await _sync(request)
+
+
+@router.route("POST", "/api/v1/vo/tap/sync", summary="TAP sync query, form-encoded (how pyvo and TOPCAT send it)",
+              tags=VO_TAGS, content_type=MEDIA_TYPE, read_only=True)
+async def tap_sync_post(request: web.Request) -> web.Response:
+    return await _sync(request)
+
+
+def _tap_base(request: web.Request) -> str:
+    return str(request.url.with_path("/api/v1/vo/tap").with_query(None))
+
+
+@router.route("GET", "/api/v1/vo/tap/capabilities", summary="VOSI capabilities of the TAP service", tags=VO_TAGS,
+              content_type="text/xml")
+async def tap_capabilities(request: web.Request) -> web.Response:
+    return _xml(vosi.capabilities(_tap_base(request)))
+
+
+@router.route("GET", "/api/v1/vo/tap/tables", summary="VOSI tables: the published tables and columns", tags=VO_TAGS,
+              content_type="text/xml")
+async def tap_tables(request: web.Request) -> web.Response:
+    return _xml(vosi.tables())
+
+
+@router.route("GET", "/api/v1/vo/tap/availability", summary="VOSI availability", tags=VO_TAGS,
+              content_type="text/xml")
+async def tap_availability(request: web.Request) -> web.Response:
+    path = rt(request).settings.db_path
+    up = await asyncio.to_thread(os.access, path, os.R_OK)
+    return _xml(vosi.availability(up, "accepting queries" if up else f"database {path} is not readable"))
+
+
+def _tap_dir(request: web.Request):
+    return rt(request).settings.exports_dir / "tap"
+
+
+def _run_dashboard_query(db_path, folder, query_id: str, query: str) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        res = tap.execute(db_path, query)
+        body = table_document(res.columns, res.rows, tap.META, overflow=res.overflow)
+        out = {"query_id": query_id, "status": "completed", "result_count": len(res.rows),
+               "result_url": f"/api/v1/vo/tap/query/{query_id}/result"}
+    except VOError as exc:
+        body = error_document(str(exc))
+        out = {"query_id": query_id, "status": "error", "error_message": str(exc)}
+    tmp = folder / f"{query_id}.vot.tmp"
+    tmp.write_bytes(body)
+    os.replace(tmp, folder / f"{query_id}.vot")
+    (folder / f"{query_id}.json").write_text(json.dumps(out))
+    return out
+
+
+@router.route("POST", "/api/v1/vo/tap/query", summary="ADQL query through the TAP service (runs at once)",
+              body=TapQueryBody, response=TAPResult, tags=VO_TAGS, read_only=True)
+async def tap_query(request: web.Request, body: TapQueryBody) -> TAPResult:
+    runtime = rt(request)
+    out = await asyncio.to_thread(_run_dashboard_query, runtime.settings.db_path, _tap_dir(request),
+                                  uuid.uuid4().hex, body.query)
+    return TAPResult(**out)
+
+
+def _query_id(request: web.Request) -> str:
+    qid = request.match_info["query_id"]
+    if len(qid) != 32 or any(c not in "0123456789abcdef" for c in qid):
+        raise ApiError(404, f"no TAP query {qid!r}")
+    return qid
+
+
+@router.route("GET", "/api/v1/vo/tap/query/{query_id}", summary="A dashboard TAP query's status",
+              response=TAPResult, tags=VO_TAGS)
+async def tap_query_status(request: web.Request) -> TAPResult:
+    path = _tap_dir(request) / f"{_query_id(request)}.json"
+    try:
+        return TAPResult(**json.loads(await asyncio.to_thread(path.read_text)))
+    except FileNotFoundError:
+        raise ApiError(404, f"no TAP query {request.match_info['query_id']!r}") from None
+
+
+@router.route("GET", "/api/v1/vo/tap/query/{query_id}/result", summary="A dashboard TAP query's VOTable",
+              tags=VO_TAGS, content_type=MEDIA_TYPE)
+async def tap_query_result(request: web.Request) -> web.StreamResponse:
+    path = _tap_dir(request) / f"{_query_id(request)}.vot"
+    if not path.is_file():
+        raise ApiError(404, f"no TAP result {request.match_info['query_id']!r}")
+    return web.FileResponse(path, headers=_VOT)

@@ -1,12 +1,16 @@
-"""Calibrator catalogue: the built-in bright VLA calibrators plus an operator's own.
+"""Calibrator catalogue: the built-in calibrators, each with its source, plus an operator's own.
 
-The built-in list (``data/vla_calibrators.csv``) holds compact VLA calibrators
-brighter than ~1 Jy at L band with J2000 positions, chosen so that every DSA-110
-pointing between Dec -10 and +80 deg has a candidate within 2.5 deg.
+The built-in list (``data/vla_calibrators.csv``) holds only calibrators whose numbers
+could be checked against a published source, named in each row's ``reference``. The
+flux-density standards (3C48, 3C138, 3C147, 3C196, 3C286, 3C295, 3C380) carry the
+Perley & Butler (2017, ApJS 230, 7) polynomials (``data/perley_butler_2017.csv``) and
+are evaluated at each subband's frequency; others have an L-band flux density and an
+optional power-law index. Declinations without a built-in candidate need an operator
+catalogue (``[calibration] catalogue_files``); ``declination_gaps`` lists them.
 
 CSV columns (header row required, ``#`` lines are comments)::
 
-    name, ra, dec, flux_jy[, freq_ghz, spectral_index, alias, notes]
+    name, ra, dec, flux_jy[, freq_ghz, spectral_index, alias, notes, reference]
 
 ``ra`` is sexagesimal hours (``08:34:54.9`` or ``08h34m54.9s``) or decimal
 degrees; ``dec`` is sexagesimal degrees (``+55:34:21`` / ``55d34m21s``) or
@@ -33,9 +37,12 @@ from engine.errors import PermanentStageError
 __all__ = [
     "Calibrator", "CatalogueError", "builtin_catalogue", "load_catalogue",
     "merged_catalogue", "find_calibrator", "candidates_near_dec", "parse_ra", "parse_dec",
+    "perley_butler_2017", "declination_gaps",
 ]
 
 _BUILTIN = "vla_calibrators.csv"
+_PB2017 = "perley_butler_2017.csv"
+PB2017_REFERENCE = "Perley & Butler 2017, ApJS 230, 7"
 
 
 class CatalogueError(PermanentStageError):
@@ -53,6 +60,9 @@ class Calibrator:
     alias: str = ""
     notes: str = ""
     source: str = "builtin"              # file it came from
+    reference: str = ""                  # where the numbers come from
+    coefficients: tuple[float, ...] | None = None  # log10 S polynomial in log10(nu/GHz) (Perley & Butler 2017)
+    valid_ghz: tuple[float, float] | None = None   # the polynomial's stated validity range
 
     @property
     def ra_rad(self) -> float:
@@ -63,14 +73,33 @@ class Calibrator:
         return math.radians(self.dec_deg)
 
     def flux_at(self, freq_hz: np.ndarray | float) -> np.ndarray:
-        """Flux density (Jy) at ``freq_hz`` from the power law (flat if alpha unknown)."""
-        alpha = 0.0 if self.spectral_index is None else self.spectral_index
+        """Flux density (Jy) at ``freq_hz``: the published polynomial for a standard, else the
+        power law from ``flux_jy`` at ``freq_ghz`` (flat if alpha unknown)."""
         nu = np.asarray(freq_hz, dtype=np.float64)
+        if self.coefficients is not None:
+            return _polynomial_flux(self.coefficients, nu)
+        alpha = 0.0 if self.spectral_index is None else self.spectral_index
         return self.flux_jy * (nu / (self.freq_ghz * 1e9)) ** alpha
 
     def matches(self, name: str) -> bool:
         key = _norm(name)
         return key == _norm(self.name) or (bool(self.alias) and key == _norm(self.alias))
+
+
+def _polynomial_flux(coefficients: Sequence[float], nu_hz: np.ndarray) -> np.ndarray:
+    x = np.log10(nu_hz / 1e9)
+    return 10.0 ** np.polynomial.polynomial.polyval(x, np.asarray(coefficients, dtype=np.float64))
+
+
+def perley_butler_2017() -> dict[str, tuple[tuple[float, ...], tuple[float, float]]]:
+    """The packaged Perley & Butler 2017 polynomials: name -> (a0..a5, (nu_min, nu_max) GHz)."""
+    text = resources.files("engine.calibration").joinpath("data", _PB2017).read_text(encoding="utf-8")
+    rows = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    out: dict[str, tuple[tuple[float, ...], tuple[float, float]]] = {}
+    for rec in csv.DictReader(io.StringIO("\n".join(rows))):
+        coeffs = tuple(float(rec[f"a{i}"]) for i in range(6))
+        out[_norm(rec["name"])] = (coeffs, (float(rec["nu_min_ghz"]), float(rec["nu_max_ghz"])))
+    return out
 
 
 def _norm(s: str) -> str:
@@ -147,7 +176,8 @@ def _opt_float(v) -> float | None:
     return float(s)
 
 
-def _row_to_cal(row: dict, where: str, source: str) -> Calibrator:
+def _row_to_cal(row: dict, where: str, source: str,
+                standards: dict[str, tuple[tuple[float, ...], tuple[float, float]]] | None = None) -> Calibrator:
     def get(*keys):
         for k in keys:
             if k in row and row[k] is not None and not np.ma.is_masked(row[k]) and str(row[k]).strip() != "":
@@ -158,6 +188,12 @@ def _row_to_cal(row: dict, where: str, source: str) -> Calibrator:
     if name is None:
         raise CatalogueError(f"{where}: missing 'name'")
     ra, dec, flux = get("ra", "raj2000", "_raj2000"), get("dec", "dej2000", "_dej2000"), get("flux_jy")
+    alias = get("alias")
+    standard = None
+    if standards is not None:
+        standard = standards.get(_norm(name)) or (standards.get(_norm(alias)) if alias is not None else None)
+    if standard is not None and flux is None:
+        flux = float(_polynomial_flux(standard[0], np.float64(1.4e9)))
     for key, val in (("ra", ra), ("dec", dec), ("flux_jy", flux)):
         if val is None:
             raise CatalogueError(f"{where} ({name}): missing '{key}'")
@@ -176,14 +212,16 @@ def _row_to_cal(row: dict, where: str, source: str) -> Calibrator:
         raise CatalogueError(f"{where} ({name}): freq_ghz must be > 0, got {freq!r}")
     if alpha is not None and not -5 < alpha < 5:
         raise CatalogueError(f"{where} ({name}): implausible spectral_index {alpha!r}")
-    alias = get("alias")
     notes = get("notes")
+    reference = get("reference")
     return Calibrator(str(name).strip(), ra_deg, dec_deg, flux_jy, freq, alpha,
                       "" if alias is None else str(alias).strip(),
-                      "" if notes is None else str(notes).strip(), source)
+                      "" if notes is None else str(notes).strip(), source,
+                      f"operator catalogue {source}" if reference is None else str(reference).strip(),
+                      None if standard is None else standard[0], None if standard is None else standard[1])
 
 
-def _read_csv_text(text: str, label: str) -> list[Calibrator]:
+def _read_csv_text(text: str, label: str, standards=None) -> list[Calibrator]:
     lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines())
              if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
@@ -191,7 +229,7 @@ def _read_csv_text(text: str, label: str) -> list[Calibrator]:
     reader = csv.reader(io.StringIO("\n".join(ln for _, ln in lines)))
     rows = list(reader)
     header = [h.strip().lower() for h in rows[0]]
-    for required in ("name", "flux_jy"):
+    for required in ("name",) if standards is not None else ("name", "flux_jy"):
         if required not in header:
             raise CatalogueError(f"{label} line {lines[0][0]}: header lacks column '{required}' (have {header})")
     if not ({"ra", "raj2000"} & set(header)) or not ({"dec", "dej2000"} & set(header)):
@@ -201,7 +239,7 @@ def _read_csv_text(text: str, label: str) -> list[Calibrator]:
         where = f"{label} line {lineno}"
         if len(values) > len(header):
             raise CatalogueError(f"{where}: {len(values)} fields but header has {len(header)}")
-        out.append(_row_to_cal(dict(zip(header, values)), where, label))
+        out.append(_row_to_cal(dict(zip(header, values)), where, label, standards))
     return out
 
 
@@ -257,7 +295,11 @@ def builtin_catalogue() -> list[Calibrator]:
     global _builtin_cache
     if _builtin_cache is None:
         text = resources.files("engine.calibration").joinpath("data", _BUILTIN).read_text(encoding="utf-8")
-        cals = _read_csv_text(text, f"builtin {_BUILTIN}")
+        standards = perley_butler_2017()
+        cals = _read_csv_text(text, f"builtin {_BUILTIN}", standards)
+        missing = set(standards) - {_norm(c.alias) for c in cals if c.coefficients is not None}
+        if missing:
+            raise CatalogueError(f"builtin {_PB2017}: no catalogue row for {sorted(missing)}")
         cals = [replace(c, source="builtin") for c in cals]
         _check_duplicates(cals, _BUILTIN)
         _builtin_cache = cals
@@ -298,3 +340,25 @@ def candidates_near_dec(dec_deg: float, radius_deg: float = 2.5,
     out = [c for c in cats if abs(c.dec_deg - dec_deg) <= radius_deg]
     out.sort(key=lambda c: -c.flux_jy)
     return out
+
+
+def declination_gaps(lo_deg: float = -10.0, hi_deg: float = 80.0, radius_deg: float = 2.5,
+                     catalogue: Sequence[Calibrator] | None = None, step_deg: float = 0.1) -> list[tuple[float, float]]:
+    """Declination ranges in [lo, hi] with no calibrator within ``radius_deg`` (where an operator
+    catalogue is needed), as (start, end) pairs on a ``step_deg`` grid."""
+    cats = builtin_catalogue() if catalogue is None else catalogue
+    grid = np.round(np.arange(lo_deg, hi_deg + step_deg / 2, step_deg), 6)
+    decs = np.array([c.dec_deg for c in cats]) if cats else np.array([np.inf])
+    bare = np.abs(grid[:, None] - decs[None, :]).min(axis=1) > radius_deg
+    gaps: list[tuple[float, float]] = []
+    start = prev = None
+    for d, b in zip(grid, bare):
+        if b and start is None:
+            start = d
+        if not b and start is not None:
+            gaps.append((float(start), float(prev)))
+            start = None
+        prev = d
+    if start is not None:
+        gaps.append((float(start), float(grid[-1])))
+    return gaps
