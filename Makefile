@@ -6,7 +6,7 @@ STAMP_RUN  := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 
-.PHONY: run console test test-all bench lint clean testdata
+.PHONY: run demo console test test-all bench lint clean testdata
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +20,15 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(STAMP_RUN)
 
-## Open the console in demo mode: its own data dir, fed by the simulator (see README).
-run: $(STAMP_RUN)
-	$(BIN)/contimg demo
-
 ## Open the console on the default data dir (~/.local/share/contimg).
-console: $(STAMP_RUN)
+run: $(STAMP_RUN)
 	$(BIN)/contimg
+
+console: run
+
+## The console in demo mode: its own data dir, fed by the simulator (see README).
+demo: $(STAMP_RUN)
+	$(BIN)/contimg demo
 
 ## Real interferometer data for the real-data tests (VLA NGC5921 from the casadata wheel), fetched once.
 ## A failed download only warns: those tests then skip and say why.

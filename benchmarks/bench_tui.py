@@ -101,7 +101,7 @@ class PlainTable(App[None]):
         table.add_columns("Group", "State", "SB", "Dec°", "Calibrator", "Changed", "Error")
         table.add_rows((g.id, g.state, str(g.n_subbands), f"{g.dec_deg:.2f}", g.calibrator_name or "",
                         g.state_changed_at.strftime("%m-%d %H:%M"), g.error or "")
-                       for g in self.services.list_groups(limit=N))
+                       for g in self.services.queue.window(0, N).rows)
         table.focus()
 
 

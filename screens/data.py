@@ -18,7 +18,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from engine.services.data import SOURCE_ORDERS, DataWindow
@@ -28,6 +27,7 @@ from screens.choose import ChoiceScreen
 from screens.image_detail import ImageDetailScreen
 from screens.ms_detail import MsDetailScreen
 from screens.prompt import PromptScreen
+from screens.refresh import RearmedRefresh
 from screens.source_detail import SourceDetailScreen
 from screens.widgets.paged_table import Column, Page, PagedRow, PagedTable
 from screens.widgets.status_line import StatusLine
@@ -98,7 +98,7 @@ VIEWS = {
 }
 
 
-class DataScreen(OperatorActions, Screen[None]):
+class DataScreen(OperatorActions, RearmedRefresh, Screen[None]):
     TITLE = "Data"
     DEFAULT_CSS = """
     DataScreen TabbedContent { height: 1fr; }
@@ -127,8 +127,6 @@ class DataScreen(OperatorActions, Screen[None]):
         self.filter_text = {key: "" for key in VIEWS}
         self._filters: dict[str, Any] = {key: None for key in VIEWS}
         self.source_order = "name"
-        self._timer: Timer | None = None
-        self._active = True
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
@@ -178,21 +176,7 @@ class DataScreen(OperatorActions, Screen[None]):
         self.table().focus()
         self.refresh_data()
 
-    def on_screen_suspend(self) -> None:
-        self._active = False
-        self._stop_timer()
-
-    def on_screen_resume(self) -> None:
-        self._active = True
-        self.refresh_data()
-
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-
-    def refresh_data(self) -> None:
-        self._stop_timer()
+    def reload(self) -> None:
         self.table().reload()
 
     def _describe(self, view: str, total: int) -> str:
@@ -218,12 +202,8 @@ class DataScreen(OperatorActions, Screen[None]):
         info.update(self._describe(view, event.total))
         info.display = event.total > 0 or bool(self.filter_text[view])  # else the empty text says it all
         self.query_one("#status", StatusLine).show_status(self.app.status(), self.TITLE)  # type: ignore[attr-defined]
-        if view != self.view:
-            return
-        self._stop_timer()
-        interval = self.app.refresh_interval  # type: ignore[attr-defined]
-        if self._active and interval:
-            self._timer = self.set_timer(interval, self.refresh_data)
+        if view == self.view:
+            self.rearm()
 
     # ---- views ----------------------------------------------------------------------------
     def action_view(self, view: str) -> None:

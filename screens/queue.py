@@ -13,7 +13,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.widgets import Footer, Static
 
 from screens.actions import OperatorActions
@@ -21,6 +20,7 @@ from screens.choose import ChoiceScreen
 from screens.group_detail import GroupDetailScreen
 from screens.job_log import show_latest_job_log
 from screens.prompt import PromptScreen
+from screens.refresh import RearmedRefresh
 from screens.widgets.paged_table import Column, Page, PagedRow, PagedTable
 from screens.widgets.status_line import StatusLine
 
@@ -55,7 +55,7 @@ def to_paged(row: Any) -> PagedRow:
     return PagedRow(row.id, (row.group_time, row.id), cells, style)
 
 
-class QueueScreen(OperatorActions, Screen[None]):
+class QueueScreen(OperatorActions, RearmedRefresh, Screen[None]):
     TITLE = "Queue"
     EMPTY = ("No observation groups yet. Files dropped into incoming/ (or registered with "
              "`contimg ingest`) appear here as they are grouped.")
@@ -88,8 +88,6 @@ class QueueScreen(OperatorActions, Screen[None]):
         super().__init__()
         self.filter_text = ""
         self._filter: Any = None
-        self._timer: Timer | None = None
-        self._active = True
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
@@ -111,21 +109,7 @@ class QueueScreen(OperatorActions, Screen[None]):
     def on_mount(self) -> None:
         self.refresh_data()  # the table is the first focusable widget: it gets focus by itself
 
-    def on_screen_suspend(self) -> None:
-        self._active = False
-        self._stop_timer()
-
-    def on_screen_resume(self) -> None:
-        self._active = True
-        self.refresh_data()
-
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-
-    def refresh_data(self) -> None:
-        self._stop_timer()
+    def reload(self) -> None:
         self.table.reload()
 
     @on(PagedTable.Loaded, "#table")
@@ -139,10 +123,7 @@ class QueueScreen(OperatorActions, Screen[None]):
             f"filter: {self.filter_text} — {event.total:,} groups (/ to change)" if filtered
             else f"{event.total:,} groups, newest first (/ to filter)")
         self.query_one("#status", StatusLine).show_status(self.app.status(), self.TITLE)  # type: ignore[attr-defined]
-        self._stop_timer()
-        interval = self.app.refresh_interval  # type: ignore[attr-defined]
-        if self._active and interval:
-            self._timer = self.set_timer(interval, self.refresh_data)
+        self.rearm()
 
     # ---- reading ----------------------------------------------------------------
     def _selected(self) -> str | None:

@@ -13,14 +13,14 @@ from typing import Any, ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static
 
 from screens.messages import FetchFailed, RowsFetched
+from screens.refresh import RearmedRefresh
 from screens.widgets.status_line import StatusLine
 
 
-class TableScreen(Screen[None]):
+class TableScreen(RearmedRefresh, Screen[None]):
     TITLE: ClassVar[str] = ""
     COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()
     EMPTY: ClassVar[str] = "Nothing here yet."
@@ -33,8 +33,6 @@ class TableScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self._timer: Timer | None = None
-        self._active = True
         self._loaded = False
 
     def compose(self) -> ComposeResult:
@@ -56,20 +54,7 @@ class TableScreen(Screen[None]):
         self.query_one("#error", Static).display = False
         self.refresh_data()
 
-    def on_screen_suspend(self) -> None:
-        self._active = False
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-
-    def on_screen_resume(self) -> None:
-        self._active = True
-        self.refresh_data()
-
-    def refresh_data(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
+    def reload(self) -> None:
         self._fetch()
 
     @work(thread=True, exclusive=True, group="refresh", description="fetch table rows")
@@ -83,9 +68,7 @@ class TableScreen(Screen[None]):
 
     def _rearm(self) -> None:
         self.status_line.show_status(self.app.status(), self.TITLE)  # type: ignore[attr-defined]
-        interval = self.app.refresh_interval  # type: ignore[attr-defined]
-        if self._active and interval:
-            self._timer = self.set_timer(interval, self.refresh_data)
+        self.rearm()
 
     @property
     def status_line(self) -> StatusLine:

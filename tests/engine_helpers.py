@@ -53,3 +53,18 @@ async def run_until(db: Database, predicate, timeout: float = 60) -> None:  # ty
 def make_engine(settings: Any, db: Database, registry: StageRegistry) -> tuple[Engine, EventBus]:
     bus = EventBus()
     return Engine(settings, db, bus, registry), bus
+
+
+def start_serve(data: Path, cfg: Path) -> Any:
+    """``contimg serve`` on ``data`` in its own session (so killpg takes its pool workers too)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": f"{tests}{os.pathsep}{REPO}"}
+    return subprocess.Popen([sys.executable, "-m", "contimg_console.cli", "--data-dir", str(data), "--config",
+                             str(cfg), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)

@@ -11,18 +11,14 @@ import random
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port
+from conftest import free_port
 from engine.simulator import simulate
-
-TESTS = Path(__file__).resolve().parent
-
+from engine_helpers import start_serve
 
 def _config(root: Path) -> Path:
     cfg = root / "chaos.toml"
@@ -48,13 +44,6 @@ fov_deg = 0.6
 niter = 300
 """)
     return cfg
-
-
-def _start(data: Path, cfg: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{REPO}"}
-    return subprocess.Popen([sys.executable, "-m", "contimg_console.cli", "--data-dir", str(data), "--config",
-                             str(cfg), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
 
 
 def _query(db: Path, sql: str) -> list[tuple]:
@@ -93,11 +82,11 @@ def run_feed(root: Path, feed: list[Path], n_groups: int, kills: int, seed: int)
     rng = random.Random(seed)
     db = data / "pipeline.sqlite3"
     for _ in range(kills):
-        proc = _start(data, cfg)
+        proc = start_serve(data, cfg)
         time.sleep(rng.uniform(3.0, 12.0))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    proc = _start(data, cfg)
+    proc = start_serve(data, cfg)
     try:
         deadline = time.monotonic() + 400
         while not _server_up(db, proc.pid):

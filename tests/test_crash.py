@@ -6,16 +6,14 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port
+from conftest import free_port
 from engine.db import Database
-from engine_helpers import seed_groups
+from engine_helpers import seed_groups, start_serve
 from stagefuncs import CHAIN, product_ok
 
 TESTS = Path(__file__).resolve().parent
@@ -40,13 +38,6 @@ max_attempts = 50
     return cfg
 
 
-def _start(data: Path, cfg: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{REPO}"}
-    return subprocess.Popen([sys.executable, "-m", "contimg_console.cli", "--data-dir", str(data), "--config",
-                             str(cfg), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-
-
 def _states(db_path: Path) -> dict[str, str]:
     con = sqlite3.connect(db_path, timeout=10)
     try:
@@ -65,13 +56,13 @@ def run_crash_test(tmp_path: Path, groups: int, kills: int, seed: int) -> None:
     db.dispose()
     cfg = _config(tmp_path, free_port())
     for _ in range(kills):
-        proc = _start(data, cfg)
+        proc = start_serve(data, cfg)
         time.sleep(rng.uniform(1.0, 3.0))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     before = _states(data / "pipeline.sqlite3")
     assert set(before.values()) != {"complete"}, "the kills must interrupt work for this test to mean anything"
-    proc = _start(data, cfg)
+    proc = start_serve(data, cfg)
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:

@@ -98,6 +98,7 @@ class Engine:
         self._release_requested = False
         self._broken_lock = threading.Lock()
         self._broken_pools: dict[Any, dict[int, int] | None] = {}  # broken pool → its crashed workers
+        self._pool_procs: dict[Any, dict[int, Any]] = {}  # broken pool → its processes when it broke
         self.last_recovery = RecoveryReport()  # the last recovery pass that reclaimed anything
         self.startup_recovery: RecoveryReport | None = None  # what start-up found after an unclean stop
 
@@ -136,6 +137,8 @@ class Engine:
         import signal
         import time
 
+        if pool is None:
+            return None
         with self._broken_lock:
             key = pool  # the object, not its id: a dead pool's id could be a new pool's
             if key in self._broken_pools:
@@ -147,7 +150,9 @@ class Engine:
                        if proc.exitcode is not None and proc.exitcode != -signal.SIGTERM}
             self._broken_pools[key] = crashed or None
             while len(self._broken_pools) > 8:
-                del self._broken_pools[next(iter(self._broken_pools))]
+                old = next(iter(self._broken_pools))
+                del self._broken_pools[old]
+                self._pool_procs.pop(old, None)
             return crashed or None
 
     def _replace_broken_pool(self, broken: ProcessPoolExecutor | None) -> None:
@@ -360,7 +365,8 @@ class Engine:
             return
         except BrokenProcessPool as exc:
             pool = getattr(exc, "pool", None)
-            procs = dict(getattr(pool, "_processes", None) or {})  # before the pool forgets them
+            # on the loop, before anyone shuts the pool down (which forgets its processes)
+            procs = {} if pool is None else self._pool_procs.setdefault(pool, dict(pool._processes or {}))
             self._replace_broken_pool(pool)
             culprits = await asyncio.to_thread(self._crashed_pids, pool, procs)
             await asyncio.to_thread(self._interrupted, job, culprits)

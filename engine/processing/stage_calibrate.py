@@ -104,12 +104,15 @@ def run_solve(params: dict[str, Any]) -> dict[str, Any]:
     import shutil
 
     from engine.calibration.apply import apply_calibration
+    from engine.calibration.flagstore import pristine_flags
     from engine.calibration.solve_ms import solve_ms
 
     log = logging.getLogger("contimg.stage.solve")
     out_dir = Path(params["out_dir"])
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    # idempotent under interruption and re-solve: start from the flags conversion wrote
+    log.info("flags: %s the converted flags", pristine_flags(params["ms"]))
     log.info("solving bandpass and gains on %s in %s", params["calibrator"], params["ms"])
     # apply=True: a passing solution is applied to this MS from the data already in memory
     result = solve_ms(params["ms"], params["calibrator"], tmp, refant=params["refant"], solint_s=params["solint_s"],
@@ -196,6 +199,7 @@ def run_calibrate(params: dict[str, Any]) -> dict[str, Any]:
 
     from engine.calibration.apply import apply_calibration
     from engine.calibration.caltable import read_caltable
+    from engine.calibration.flagstore import pristine_flags
     from engine.calibration.interpolate import interpolate_solutions
 
     log = logging.getLogger("contimg.stage.calibrate")
@@ -221,6 +225,7 @@ def run_calibrate(params: dict[str, Any]) -> dict[str, Any]:
                    times=np.array([t_target]), intervals=np.array([0.0]))
     gtab = replace(g0, cparam=np.asarray(G)[None].astype(np.complex64), flags=np.asarray(Gf)[None],
                    times=np.array([t_target]), intervals=np.array([0.0]), snr=g0.snr[:1], paramerr=g0.paramerr[:1])
+    log.info("flags: %s the converted flags", pristine_flags(params["ms"]))  # a rerun starts where the first did
     applied = apply_calibration(params["ms"], btab, gtab)
     log.info("applied to %d rows (%d samples newly flagged)", applied["rows"], applied["newly_flagged"])
     return {"rows": applied["rows"], "newly_flagged": applied["newly_flagged"], "mode": decision["mode"],

@@ -8,7 +8,6 @@ async callers run them with ``asyncio.to_thread``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,37 +24,7 @@ from engine.services.queue import QueueService
 from engine.services.triggers import TriggerService
 from engine.settings import Settings
 
-__all__ = ["Services", "PipelineControl", "GroupRow", "TriggerRow", "as_dict"]
-
-
-@dataclass(frozen=True)
-class GroupRow:
-    id: str
-    group_time: datetime
-    state: str
-    n_subbands: int
-    dec_deg: float | None
-    is_calibrator: bool
-    calibrator_name: str | None
-    state_changed_at: datetime
-    error: str | None
-
-
-@dataclass(frozen=True)
-class TriggerRow:
-    id: str
-    name: str
-    trigger_type: str
-    event: str | None
-    schedule: str | None
-    action: str
-    enabled: bool
-    last_triggered_at: datetime | None
-    last_error: str | None
-
-
-def as_dict(row: Any) -> dict[str, Any]:
-    return asdict(row)
+__all__ = ["Services", "PipelineControl"]
 
 
 class Services:
@@ -112,18 +81,7 @@ class Services:
                            .order_by(m.Job.created_at.desc()).limit(1))
             return JobView.of(job) if job else None
 
-    # ---- groups / queue -------------------------------------------------
-    def list_groups(self, limit: int = 500, state: str | None = None) -> list[GroupRow]:
-        with self.db.session() as s:
-            q = select(m.ObservationGroup).order_by(m.ObservationGroup.group_time.desc()).limit(limit)
-            if state:
-                q = q.where(m.ObservationGroup.state == state)
-            return [
-                GroupRow(g.id, g.group_time, g.state, g.n_subbands, g.dec_deg, g.is_calibrator,
-                         g.calibrator_name, g.state_changed_at, g.error)
-                for g in s.scalars(q)
-            ]
-
+    # ---- the status line ------------------------------------------------
     def console_summary(self) -> dict[str, Any]:
         """What the status line shows beyond the runtime's own view: leases, queue, calibration age."""
         from engine.processing.pause import read_paused
@@ -140,35 +98,6 @@ class Services:
         age_h = None if last_cal is None else max(0.0, (now - last_cal).total_seconds() / 3600)
         return {"leases": leases, "stale_leases": stale, "queued_jobs": queued, "cal_age_h": age_h,
                 "paused": read_paused(self.db)}
-
-    def counts_by_state(self) -> dict[str, int]:
-        with self.db.session() as s:
-            rows = s.execute(select(m.ObservationGroup.state, func.count()).group_by(m.ObservationGroup.state))
-            return {state: n for state, n in rows}
-
-    # ---- triggers -------------------------------------------------------
-    def list_triggers(self) -> list[TriggerRow]:
-        with self.db.session() as s:
-            q = select(m.PipelineTrigger).order_by(m.PipelineTrigger.name)
-            return [
-                TriggerRow(t.id, t.name, t.trigger_type, t.event_pattern, t.schedule, t.action, t.enabled,
-                           t.last_triggered_at, t.last_error)
-                for t in s.scalars(q)
-            ]
-
-
-    # ---- data and health (console screens) --------------------------------------
-    def recent_images(self, limit: int = 500) -> list[dict[str, Any]]:
-        from pathlib import Path
-
-        with self.db.session() as s:
-            q = select(m.Image).order_by(m.Image.created_at.desc()).limit(limit)
-            return [{"id": i.id, "name": Path(i.path).name, "qa_grade": i.qa_grade,
-                     "noise_mjy": i.noise_jy * 1e3 if i.noise_jy is not None else None, "peak_jy": i.peak_flux_jy,
-                     "dynamic_range": i.dynamic_range, "created_at": i.created_at,
-                     "beam": (f"{i.beam_major_arcsec:.0f}x{i.beam_minor_arcsec:.0f}"
-                              if i.beam_major_arcsec and i.beam_minor_arcsec else "")}
-                    for i in s.scalars(q)]
 
     # ---- jobs and provenance ------------------------------------------------
     def jobs_page(self, *, state: str | None = None, queue: str | None = None, limit: int = 50,
