@@ -71,6 +71,17 @@ for r in rows:
     print(f"MJD {r['mjd']:.5f}  {1e3 * r['flux_jy']:9.3f} mJy" + ("  (forced)" if r["forced"] else ""))
 if len(flux):
     print(f"mean {1e3 * flux.mean():.3f} mJy, rms {1e3 * flux.std():.3f} mJy over {len(flux)} epochs")'''),
+         ("code", '''import matplotlib.pyplot as plt
+forced = np.array([bool(r["forced"]) for r in rows], dtype=bool)
+fig, ax = plt.subplots(figsize=(8, 3.5))
+ax.errorbar(mjd[~forced], 1e3 * flux[~forced], yerr=1e3 * err[~forced], fmt="o", label="detections")
+if forced.any():
+    ax.errorbar(mjd[forced], 1e3 * flux[forced], yerr=1e3 * err[forced], fmt="s", mfc="none", label="forced")
+ax.set_xlabel("MJD")
+ax.set_ylabel("flux density (mJy)")
+ax.set_title(src["name"] or src["id"])
+ax.legend()
+plt.show()'''),
          ),
     ),
     Template(
@@ -94,6 +105,15 @@ print(wcs)
 print(f"shape {data.shape}, peak {np.nanmax(data):.4g} Jy/beam, "
       f"robust rms {1.4826 * np.nanmedian(np.abs(data - np.nanmedian(data))):.4g} Jy/beam")
 print("beam:", header.get("BMAJ", 0) * 3600, "x", header.get("BMIN", 0) * 3600, "arcsec, PA", header.get("BPA"))'''),
+         ("code", '''import matplotlib.pyplot as plt
+fig = plt.figure(figsize=(6, 5))
+ax = fig.add_subplot(projection=wcs)
+lo, hi = np.nanpercentile(data, [1, 99.5])
+im = ax.imshow(data, origin="lower", vmin=lo, vmax=hi, cmap="inferno")
+ax.set_xlabel("RA")
+ax.set_ylabel("Dec")
+fig.colorbar(im, ax=ax, label="Jy/beam")
+plt.show()'''),
          ("code", '''for r in db.execute("SELECT s.name, s.id, p.flux_jy, p.snr FROM photometry p JOIN sources s "
                    "ON s.id = p.source_id WHERE p.image_id = ? ORDER BY p.flux_jy DESC LIMIT 20", (image_id,)):
     print(f"{r['name'] or r['id']:<24} {1e3 * r['flux_jy']:9.3f} mJy  SNR {r['snr'] or 0:.1f}")'''),
@@ -112,6 +132,20 @@ print("beam:", header.get("BMAJ", 0) * 3600, "x", header.get("BMIN", 0) * 3600, 
 for r in db.execute("SELECT name, id, peak_flux_jy, n_detections FROM sources ORDER BY peak_flux_jy DESC "
                     "LIMIT ?", (n,)):
     print(f"{r['name'] or r['id']:<24} {r['peak_flux_jy'] or 0:9.4f} Jy  {r['n_detections']} detections")'''),
+         ("code", '''import matplotlib.pyplot as plt
+import numpy as np
+states = dict(db.execute("SELECT state, count(*) FROM observation_groups GROUP BY state").fetchall())
+fluxes = [r[0] for r in db.execute("SELECT peak_flux_jy FROM sources WHERE peak_flux_jy > 0")]
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+a1.bar(list(states) or ["(none)"], list(states.values()) or [0])
+a1.set_title("groups by state")
+a1.tick_params(axis="x", rotation=45)
+if fluxes:
+    a2.hist(np.log10(fluxes), bins=20)
+a2.set_xlabel("log10 peak flux density (Jy)")
+a2.set_title("sources")
+plt.tight_layout()
+plt.show()'''),
          ),
     ),
 )}
