@@ -105,6 +105,7 @@ def run_feed(root: Path, feed: list[Path], n_groups: int, kills: int, seed: int)
         "ms_per_group": dict(_query(db, "select group_id, count(*) from measurement_sets group by group_id")),
         "images_per_group": dict(_query(db, "select group_id, count(*) from images group by group_id")),
         "ms_dirs": len(list((data / "ms").glob("*.ms"))),
+        "image_files": len(list((data / "images").rglob("*.fits"))),
         "sources": _query(db, "select count(*) from sources")[0][0],
         "photometry": _query(db, "select count(*) from photometry")[0][0],
         "errors": dict(_query(db, "select id, error from observation_groups where state = 'failed'")),
@@ -120,7 +121,7 @@ def chaos(tmp_path: Path, groups: int, kills: int, seed: int) -> None:
     rough = run_feed(tmp_path / "rough", feed, groups, kills=kills, seed=seed)
     print(f"without kills: {calm}\nwith {kills} kills: {rough}")
     assert rough["states"] == calm["states"], (rough["errors"], calm["errors"])
-    for key in ("ms_per_group", "images_per_group", "ms_dirs", "sources", "photometry"):
+    for key in ("ms_per_group", "images_per_group", "ms_dirs", "image_files", "sources", "photometry"):
         assert rough[key] == calm[key], key
     assert all(n == 1 for n in rough["ms_per_group"].values())  # type: ignore[union-attr]
     assert rough["poison"] == 0

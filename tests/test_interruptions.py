@@ -110,3 +110,15 @@ def test_cli_retries_only_the_interrupted_failures(tmp_path, settings) -> None: 
     out = subprocess.run(contimg_cmd("--data-dir", str(settings.data_dir), "retry"), capture_output=True, text=True,
                          timeout=120)
     assert out.returncode != 0 and "give job ids, or --failed" in out.stderr
+
+
+async def test_the_status_line_says_what_start_up_reclaimed(db: Database) -> None:
+    from textual.widgets import Static
+
+    from tui_helpers import FIXED_STATUS, make_app, settle
+
+    app = make_app(db)
+    app._status = lambda: {**FIXED_STATUS, "startup_recovery": "reclaimed 2 leases: 2 requeued"}
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert "start-up: reclaimed 2 leases: 2 requeued" in str(app.screen.query_one("#status", Static).render())
