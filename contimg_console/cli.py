@@ -126,6 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
     create.add_argument("--user", help="owner (default: a user named after the token, created with that role)")
+    from contimg_console import cli_backup
+
+    cli_backup.add_parser(sub)
     return p
 
 
@@ -580,7 +583,14 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    from contimg_console.cli_backup import cmd_backup as run
+
+    return run(settings, args)
+
+
 _COMMANDS = {
+    "backup": cmd_backup,
     "console": cmd_console,
     "demo": cmd_demo,
     "serve": cmd_serve,

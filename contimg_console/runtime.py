@@ -65,6 +65,7 @@ class Runtime:
         self._site: web.TCPSite | None = None
         self.api_url: str | None = None
         self.started = False
+        self._datadir_lock: Any = None  # shared flock on <data_dir>/.contimg.lock (see engine.backups.lock)
 
     # ---- workflows: spawn a task's job once its dependencies succeeded ------------
     async def _advance_workflows(self) -> None:
@@ -96,7 +97,15 @@ class Runtime:
         self.log_ring = setup_logging(s.logs_dir, s.logging.level, s.logging.max_bytes, s.logging.backups,
                                       console=self.console_log)
         from engine import backups
+        from engine.backups.lock import DataDirBusy, DataDirLock
 
+        if self._datadir_lock is None:  # held while we run: an offline restore refuses to swap the DB under us
+            try:
+                self._datadir_lock = DataDirLock(s.data_dir, exclusive=False,
+                                                 purpose="contimg read-only console" if s.read_only
+                                                 else "contimg runtime").acquire()
+            except DataDirBusy as exc:
+                raise StartupError(f"{exc}; start again when it has finished") from None
         applied = await asyncio.to_thread(backups.apply_pending_restore, s)  # before anything opens the DB
         if applied:
             log.warning("applied a staged database restore", extra={"restore": str(applied)})
@@ -173,6 +182,11 @@ class Runtime:
             self.scheduler.add_job(self._advance_workflows, "interval", seconds=30, id="workflows",
                                    replace_existing=True)
 
+            from engine.backups import schedule as backup_schedule
+
+            await asyncio.to_thread(backup_schedule.seed_schedules, s, self.db)  # once; never recreated
+            self.track(asyncio.create_task(asyncio.to_thread(backup_schedule.backup_config_if_changed, s, self.db),
+                                           name="config-backup"))
             self.triggers = TriggerScheduler(s, self.db, self.scheduler)
             await asyncio.to_thread(self.triggers.sync)
             self.triggers.install()
@@ -242,6 +256,9 @@ class Runtime:
         if self.started:
             log.info("runtime stopped")
         self.started = False
+        if self._datadir_lock is not None:
+            self._datadir_lock.release()
+            self._datadir_lock = None
 
     # ---- status -----------------------------------------------------------
     def status(self) -> dict[str, Any]:

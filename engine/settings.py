@@ -175,6 +175,41 @@ class RetentionSettings(_Section):
         return v
 
 
+class BackupSettings(_Section):
+    """The roadmap's backup schedule (§4.2). The crons seed the built-in backup triggers once (edit them
+    in the Triggers screen afterwards); the keep ages and counts are read at every prune."""
+
+    schedules: bool = True  # seed the four built-in backup triggers at start-up (once; never recreated)
+    database_cron: str = "0 * * * *"
+    database_keep_days: float = Field(7.0, gt=0)
+    caltables_cron: str = "15 2 * * *"
+    caltables_keep_days: float = Field(90.0, gt=0)
+    config_check_cron: str = "*/10 * * * *"  # how often the config file's content hash is compared
+    config_keep_days: float = Field(30.0, gt=0)
+    full_cron: str = "0 4 * * 0"
+    full_keep_days: float = Field(28.0, gt=0)
+    full_includes_ms: bool = False  # measurement sets are large and can be remade from the HDF5 files
+    keep_min: int = Field(1, ge=1)  # newest valid backups of each kind kept whatever their age
+    offsite_dir: Path | None = None  # e.g. a mounted NAS; each weekly full is copied there
+    offsite_keep: int = Field(4, ge=1)  # full backups kept in the off-site dir
+
+    @field_validator("database_cron", "caltables_cron", "config_check_cron", "full_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from engine.triggers import TriggerError, parse_cron
+
+        try:
+            parse_cron(v)
+        except (TriggerError, ValueError) as exc:
+            raise ValueError(f"not a valid crontab expression: {exc}") from None
+        return v
+
+    @field_validator("offsite_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+
 class JupyterSettings(_Section):
     """The Jupyter server behind the dashboard's Jupyter page.
 
@@ -235,6 +270,7 @@ class Settings(BaseSettings):
     imaging: ImagingSettings = Field(default_factory=ImagingSettings)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    backups: BackupSettings = Field(default_factory=BackupSettings)
     jupyter: JupyterSettings = Field(default_factory=JupyterSettings)
     tui: TuiSettings = Field(default_factory=TuiSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

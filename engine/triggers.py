@@ -347,6 +347,10 @@ PIPELINES: dict[str, dict[str, Any]] = {
             _param("scope", "array", False, "Scope keys to include: measurement_sets, images, catalogs, "
                                             "pipeline_configs, job_history, qa_ratings", _DEFAULT_BACKUP_SCOPE),
             _param("name", "string", False, "Backup name (default: trigger name and date)"),
+            _param("kind", "string", False, "database, caltables, config or full: what retention and the "
+                                            "metrics count it as (default: from type and scope)"),
+            _param("only_if_changed", "boolean", False, "Only when the config file's content differs from the "
+                                                       "last config backup (for kind config)"),
         ],
     },
 }
@@ -380,6 +384,8 @@ def _check_parameters(pipeline_id: str, params: dict[str, Any]) -> None:
             raise TriggerError(f"pipeline backup: unknown scope key(s) {', '.join(bad)}")
         if params.get("backup_type") == "incremental":
             raise TriggerError("pipeline backup: incremental needs a parent; use full or differential")
+        if params.get("kind") not in (None, "database", "caltables", "config", "full", "differential"):
+            raise TriggerError("pipeline backup: kind must be one of database, caltables, config, full")
 
 
 def _resolved_params(pipeline_id: str, params: dict[str, Any], event_data: dict[str, Any]) -> dict[str, Any]:
@@ -450,10 +456,15 @@ def _run_pipeline(settings: Any, db: Database, trig: dict[str, Any], params: dic
 
         scope_keys = params.get("scope") or _DEFAULT_BACKUP_SCOPE
         backup_type = params.get("backup_type") or "full"
+        if params.get("only_if_changed"):
+            from engine.backups.schedule import config_changed
+
+            if not config_changed(settings, db):
+                return {"job_id": None, "unchanged": "the config file has not changed since the last config backup"}
         name = params.get("name") or f"{trig['name']} {_now():%Y-%m-%d %H:%M}"
         backup_id = create_backup(settings, db, name=name, backup_type=backup_type,
                                   scope={k: True for k in scope_keys}, created_by=by,
-                                  notes=f"created by trigger {trig['id']}")
+                                  notes=f"created by trigger {trig['id']}", kind=params.get("kind"))
         return {"job_id": backup_id, "backup_id": backup_id}
     raise TriggerError(f"unknown pipeline {pid!r}")
 
@@ -959,10 +970,10 @@ class TriggerScheduler:
     async def _run_backup_of(self, execution: dict[str, Any]) -> None:
         if execution.get("status") == "success" and execution.get("pipeline_id") == "backup" \
                 and execution.get("job_id"):
-            from engine.backups import run_backup
+            from engine.backups.schedule import run_scheduled_backup
 
-            try:
-                await asyncio.to_thread(run_backup, self.settings, self.db, execution["job_id"])
+            try:  # then the off-site copy of a full one and the [backups] retention
+                await asyncio.to_thread(run_scheduled_backup, self.settings, self.db, execution["job_id"])
             except Exception:  # noqa: BLE001
                 log.exception("backup %s of trigger %s failed", execution["job_id"], execution.get("trigger_id"))
 

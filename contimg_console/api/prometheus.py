@@ -51,6 +51,24 @@ class PipelineCollector:
         yield GaugeMetricFamily("calibration_last_valid_timestamp",
                                 "Unix time of the newest active calibration set (0 if none)",
                                 value=last.timestamp() if last else 0)
+        from engine.backups.records import backup_metrics  # BackupStale (packaging/prometheus) reads these
+
+        per_kind = backup_metrics(db)
+        last_ok = GaugeMetricFamily("contimg_backup_last_success_timestamp",
+                                    "Unix time the newest completed backup of each type finished (0 if none)",
+                                    labels=["type"])
+        size = GaugeMetricFamily("contimg_backup_size_bytes", "Size of the newest completed backup of each type",
+                                 labels=["type"])
+        took = GaugeMetricFamily("contimg_backup_duration_seconds",
+                                 "How long the newest completed backup of each type ran", labels=["type"])
+        for kind, row in sorted(per_kind.items()):
+            last_ok.add_metric([kind], row["last_success"])
+            if "size_bytes" in row:
+                size.add_metric([kind], row["size_bytes"])
+                took.add_metric([kind], row["duration_seconds"])
+        yield last_ok
+        yield size
+        yield took
         yield GaugeMetricFamily("contimg_images", "Images in the database", value=images)
         yield GaugeMetricFamily("contimg_sources", "Sources in the database", value=sources)
         yield GaugeMetricFamily("contimg_alerts_unacknowledged", "Unacknowledged alerts", value=unacked)

@@ -37,6 +37,8 @@ from engine.backups.common import (  # noqa: F401 - the package's public names
     BACKUP_STATUSES,
     BACKUP_TYPES,
     DB_ENTRY,
+    FILE_SCOPE_KEYS,
+    KINDS,
     MANIFEST,
     MANIFEST_FORMAT,
     PREFIXES,
@@ -46,6 +48,7 @@ from engine.backups.common import (  # noqa: F401 - the package's public names
     UnsafeEntryError,
     check_entry,
     copy_database,
+    default_kind,
     format_size,
     sqlite_integrity,
 )

@@ -25,6 +25,10 @@ log = logging.getLogger("engine.backups")
 SCOPE_KEYS = ("measurement_sets", "images", "catalogs", "pipeline_configs", "job_history", "qa_ratings")
 BACKUP_TYPES = ("full", "incremental", "differential")
 BACKUP_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+#: What a backup is for: the roadmap's four schedules (database, caltables, config, full) and the
+#: chained types. Retention, the schedules and the metrics' ``type`` label go by it.
+KINDS = ("database", "caltables", "config", "full", "incremental", "differential")
+FILE_SCOPE_KEYS = ("measurement_sets", "images", "catalogs", "pipeline_configs")
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 DB_ENTRY = "database/pipeline.sqlite3"
@@ -67,6 +71,14 @@ def _normalise_scope(scope: dict[str, Any] | None, *, subset: bool = False) -> d
     if subset:
         return {k: bool(v) for k, v in scope.items()}
     return {k: bool(scope.get(k, False)) for k in SCOPE_KEYS}
+
+
+def default_kind(backup_type: str, scope: dict[str, Any] | None) -> str:
+    """The kind of a backup made without one named: chained types are their own kind; a full
+    without any file is a database backup; anything else a full one."""
+    if backup_type in ("incremental", "differential"):
+        return backup_type
+    return "full" if any((scope or {}).get(k) for k in FILE_SCOPE_KEYS) else "database"
 
 
 def _sha256(path: Path) -> str:
@@ -149,9 +161,14 @@ def _walk_files(root: Path, suffixes: tuple[str, ...] | None = None) -> Iterator
             yield path
 
 
-def _sources(settings: Any, scope: dict[str, bool]) -> list[tuple[str, Path]]:
-    """(manifest path, source file) for every file the scope selects, the database excluded."""
+def _sources(settings: Any, scope: dict[str, bool], kind: str | None = None) -> list[tuple[str, Path]]:
+    """(manifest path, source file) for every file the scope selects, the database excluded.
+
+    A ``config`` backup holds the config file only (not the calibration tables its scope implies)."""
     out: list[tuple[str, Path]] = []
+    if kind == "config":
+        cfg = settings.config_file
+        return [(f"config/{Path(cfg).name}", Path(cfg))] if cfg is not None and Path(cfg).is_file() else []
     if scope.get("catalogs") or scope.get("pipeline_configs"):
         base = Path(settings.caltables_dir)
         out += [(f"caltables/{p.relative_to(base).as_posix()}", p) for p in _walk_files(base)]

@@ -19,6 +19,7 @@ from engine.backups.common import (
     BACKUP_TYPES,
     DB_ENTRY,
     IDEMPOTENCE_WINDOW,
+    KINDS,
     MANIFEST,
     MANIFEST_FORMAT,
     SQLITE_FULL,
@@ -35,6 +36,7 @@ from engine.backups.common import (
     _sources,
     _write_lock,
     copy_database,
+    default_kind,
     format_size,
     sqlite_integrity,
 )
@@ -58,8 +60,11 @@ def derive_request_key(name: str, backup_type: str, scope: dict[str, Any], paren
 
 def create_backup(settings: Any, db: Database, *, name: str, backup_type: str = "full",
                   scope: dict[str, Any], created_by: str | None, notes: str | None = None,
-                  parent_backup_id: str | None = None, request_key: str | None = None) -> str:
+                  parent_backup_id: str | None = None, request_key: str | None = None,
+                  kind: str | None = None) -> str:
     """Record a pending backup and return its id quickly; ``run_backup`` does the work.
+
+    ``kind`` (one of ``KINDS``) defaults to what type and scope say (``default_kind``).
 
     With ``request_key``: a backup with that key pending, running or completed in the
     last 10 minutes is returned instead of a new one (clients retry their POSTs).
@@ -67,6 +72,11 @@ def create_backup(settings: Any, db: Database, *, name: str, backup_type: str = 
     if backup_type not in BACKUP_TYPES:
         raise BackupError(f"backup type {backup_type!r} is not one of {', '.join(BACKUP_TYPES)}")
     norm = _normalise_scope(scope)
+    kind = kind or default_kind(backup_type, norm)
+    if kind not in KINDS:
+        raise BackupError(f"backup kind {kind!r} is not one of {', '.join(KINDS)}")
+    if (kind in ("incremental", "differential")) != (backup_type in ("incremental", "differential")):
+        raise BackupError(f"a {backup_type} backup cannot be of kind {kind}")
     if backup_type == "full" and parent_backup_id:
         raise BackupError("a full backup has no parent backup")
     if backup_type == "incremental" and not parent_backup_id:
@@ -106,7 +116,7 @@ def create_backup(settings: Any, db: Database, *, name: str, backup_type: str = 
                     parent = p.id
             rec = m.BackupRecord(name=name or f"Backup {_now():%Y-%m-%d}", backup_type=backup_type, scope=norm,
                                  created_by=created_by, notes=notes, parent_backup_id=parent,
-                                 request_key=request_key, status="pending", backup_path="")
+                                 request_key=request_key, status="pending", backup_path="", kind=kind)
             s.add(rec)
             s.flush()
             rec.backup_path = str(Path(settings.backups_dir) / rec.id)
@@ -122,7 +132,7 @@ def run_backup(settings: Any, db: Database, backup_id: str) -> None:
         with db.session() as s:
             res = s.execute(update(m.BackupRecord).where(m.BackupRecord.id == backup_id,
                                                           m.BackupRecord.status == "pending")
-                            .values(status="running"))
+                            .values(status="running", started_at=_now()))
             rec = s.get(m.BackupRecord, backup_id)
             if rec is None:
                 raise BackupError(f"backup {backup_id} does not exist")
@@ -187,7 +197,7 @@ def _write_backup(settings: Any, db: Database, rec: m.BackupRecord, tmp: Path) -
     files.append({"path": DB_ENTRY, "size": st.st_size, "sha256": _sha256(db_copy), "mtime": time.time()})
 
     index: list[dict[str, Any]] = []
-    for rel, src in _sources(settings, scope):
+    for rel, src in _sources(settings, scope, rec.kind):
         try:
             st = src.stat()
         except FileNotFoundError:  # removed while we walked
@@ -215,6 +225,7 @@ def _write_backup(settings: Any, db: Database, rec: m.BackupRecord, tmp: Path) -
         "backup_id": rec.id,
         "name": rec.name,
         "type": rec.backup_type,
+        "kind": rec.kind,
         "parent_backup_id": rec.parent_backup_id,
         "created_at": _iso(rec.created_at),
         "written_at": _iso(_now()),

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from engine.backups.common import (
     _iso,
     _normalise_scope,
+    default_kind,
     format_size,
 )
 from engine.db import Database
@@ -23,7 +24,8 @@ def _backup_dict(b: m.BackupRecord) -> dict[str, Any]:
             "created_at": _iso(b.created_at), "completed_at": _iso(b.completed_at),
             "created_by": b.created_by or "", "storage_location": b.backup_path, "checksum": b.checksum,
             "parent_backup_id": b.parent_backup_id, "notes": b.notes, "error_message": b.error_message,
-            "validation_status": b.validation_status, "validated_at": _iso(b.validated_at)}
+            "validation_status": b.validation_status, "validated_at": _iso(b.validated_at),
+            "kind": b.kind or default_kind(b.backup_type, b.scope), "started_at": _iso(b.started_at)}
 
 
 def list_backups(db: Database, limit: int = 20, type: str | None = None,  # noqa: A002 - the API's name
@@ -67,3 +69,25 @@ def get_restore(db: Database, restore_id: str) -> dict[str, Any] | None:
             return None
         b = s.get(m.BackupRecord, j.backup_id)
         return _restore_dict(j, b.name if b else None)
+
+
+#: The kinds the metrics always report (a never-made kind reads 0, so a staleness alert fires).
+METRIC_KINDS = ("database", "caltables", "config", "full")
+
+
+def backup_metrics(db: Database) -> dict[str, dict[str, float]]:
+    """Per kind, the newest completed backup: Unix time it completed, its size and how long it ran."""
+    out: dict[str, dict[str, float]] = {k: {"last_success": 0.0} for k in METRIC_KINDS}
+    with db.session() as s:
+        rows = s.execute(select(m.BackupRecord.kind, m.BackupRecord.backup_type, m.BackupRecord.scope,
+                                m.BackupRecord.completed_at, m.BackupRecord.started_at, m.BackupRecord.created_at,
+                                m.BackupRecord.size_bytes)
+                         .where(m.BackupRecord.status == "completed")
+                         .order_by(m.BackupRecord.completed_at.desc()))
+        for kind, btype, scope, completed, started, created, size in rows:
+            kind = kind or default_kind(btype, scope)
+            if completed is None or out.get(kind, {}).get("last_success"):
+                continue
+            out[kind] = {"last_success": completed.timestamp(), "size_bytes": float(size or 0),
+                         "duration_seconds": max(0.0, (completed - (started or created)).total_seconds())}
+    return out

@@ -1,4 +1,4 @@
-"""Deleting backups and pruning them by age."""
+"""Deleting backups and pruning them by age, never below the last valid backup of a kind."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from engine.backups.common import (
     TMP_PREFIX,
     BackupError,
     _now,
+    default_kind,
 )
 from engine.db import Database
 from engine.db import models as m
@@ -49,17 +50,35 @@ def delete_backup(settings: Any, db: Database, backup_id: str) -> None:
             s.delete(rec)
 
 
-def prune_backups(settings: Any, db: Database, keep_days: dict[str, float]) -> list[str]:
+def prune_backups(settings: Any, db: Database, keep_days: dict[str, float], *, by: str = "type",
+                  keep_min: int = 0) -> list[str]:
     """Delete finished backups older than ``keep_days[type]`` days (types not named are kept).
 
-    A backup another kept backup builds on is kept too. Returns the deleted ids.
+    ``by="kind"`` reads the keys as backup kinds (database, caltables, config, full, ...). With
+    ``keep_min``, the newest ``keep_min`` backups of each named type or kind that *validate* (files
+    re-hashed now) are kept whatever their age, so pruning never removes the last good copy. A
+    backup another kept backup builds on is kept too. Returns the deleted ids.
     """
+    from engine.backups.validate import validate_backup
+
     cutoff = {t: _now() - timedelta(days=float(d)) for t, d in keep_days.items()}
     with db.session() as s:
-        rows = [(b.id, b.backup_type, b.status, b.created_at, b.parent_backup_id)
-                for b in s.scalars(select(m.BackupRecord))]
+        rows = [(b.id, (b.kind or default_kind(b.backup_type, b.scope)) if by == "kind" else b.backup_type,
+                 b.status, b.created_at, b.parent_backup_id) for b in s.scalars(select(m.BackupRecord))]
     doomed = {bid for bid, typ, status, created, _ in rows
               if typ in cutoff and status in ("completed", "failed", "cancelled") and created < cutoff[typ]}
+    if keep_min > 0:
+        for typ in cutoff:
+            if not any(r[0] in doomed and r[1] == typ and r[2] == "completed" for r in rows):
+                continue  # nothing valid of this kind would go: no need to re-hash anything
+            kept = 0
+            for bid, _t, _st, _c, _p in sorted((r for r in rows if r[1] == typ and r[2] == "completed"),
+                                               key=lambda r: r[3], reverse=True):
+                if kept >= keep_min:
+                    break
+                if validate_backup(settings, db, bid)["is_valid"]:
+                    doomed.discard(bid)
+                    kept += 1
     changed = True
     while changed:  # keep every ancestor of a kept backup
         changed = False
@@ -81,3 +100,11 @@ def prune_backups(settings: Any, db: Database, keep_days: dict[str, float]) -> l
             remaining.pop(bid, None)
     return deleted
 
+
+def prune_by_settings(settings: Any, db: Database) -> list[str]:
+    """The roadmap's retention from ``[backups]``: database 7 d, caltables 90 d, config 30 d, full 28 d
+    by default, the newest ``keep_min`` valid backups of each kind always kept."""
+    b = settings.backups
+    keep = {"database": b.database_keep_days, "caltables": b.caltables_keep_days,
+            "config": b.config_keep_days, "full": b.full_keep_days}
+    return prune_backups(settings, db, keep, by="kind", keep_min=b.keep_min)

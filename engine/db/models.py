@@ -418,6 +418,10 @@ class BackupRecord(Base):
     notes: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
     request_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    # What the backup is for (database, caltables, config, full, incremental, differential): the
+    # schedules, retention and the per-kind metrics go by it. started_at: when the work began.
+    kind: Mapped[str | None] = mapped_column(String(16), index=True)
+    started_at: Mapped[datetime | None]
 
 
 class RestoreJob(Base):
