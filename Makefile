@@ -6,7 +6,7 @@ STAMP_RUN  := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 
-.PHONY: run demo console test test-all bench lint clean testdata
+.PHONY: run demo console test test-all bench binary lint clean testdata
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ test-all: $(STAMP_TEST) testdata
 ## Run the benchmarks (each prints its figures and ratios to the reference measured in the same run).
 bench: $(STAMP_TEST)
 	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+## One-file executable dist/contimg (PyInstaller; see packaging/README.md). Needs no virtualenv on the host.
+binary: $(STAMP_TEST)
+	$(BIN)/pyinstaller --noconfirm --clean --distpath dist --workpath build/pyinstaller packaging/binary/contimg.spec
 
 lint: $(STAMP_TEST)
 	$(BIN)/lint-imports --config pyproject.toml

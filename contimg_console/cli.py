@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="REST port (default 8000)")
     p.add_argument("--read-only", action="store_true", default=None, help="no processing, no writes from the console")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    from contimg_console import __version__
+
+    p.add_argument("--version", action="version", version=f"contimg {__version__}")
     sub = p.add_subparsers(dest="command")
 
     sub.add_parser("console", help="open the terminal console (the default)")
@@ -223,11 +226,16 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from sdnotify import SystemdNotifier
+
+    systemd = SystemdNotifier()  # Type=notify: READY once serving; a no-op outside systemd
     try:
         await runtime.start()
         print(f"contimg serving REST at {runtime.api_url} (data dir {settings.data_dir})", file=sys.stderr,
               flush=True)
+        systemd.notify(f"READY=1\nSTATUS=serving REST at {runtime.api_url}")
         await stop.wait()
+        systemd.notify("STOPPING=1\nSTATUS=stopping: releasing running jobs")
     finally:
         await runtime.stop()
     return 0

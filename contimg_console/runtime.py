@@ -139,10 +139,15 @@ class Runtime:
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 300})
         self.scheduler.start()
         if not s.read_only:
-            from engine.alerting import Evaluator
+            from contimg_console.api.prometheus import LatencyWindow
+            from engine.alerting import Evaluator, ensure_builtin_policies
+            from engine.alerts.delivery import Notifier
             from engine.triggers import TriggerScheduler
 
-            evaluator = Evaluator(self.db, s.data_dir)
+            if s.alerts.builtin:
+                await asyncio.to_thread(ensure_builtin_policies, self.db)
+            evaluator = Evaluator(self.db, s.data_dir, notifier=Notifier(s.alerts, self.db),
+                                  extra_samples=LatencyWindow().samples)
 
             async def evaluate_alerts() -> None:
                 try:

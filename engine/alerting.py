@@ -2,18 +2,21 @@
 
 A rule is ``metric{labels} OP threshold`` held for ``for_seconds``. Metrics are the
 same numbers ``/metrics`` exports, sampled from the database. A firing policy
-writes an ``alerts`` row (shown on the health page and counted by Prometheus)
-unless silenced, and not again within its repeat interval. Notification channels
-are recorded on the policy; delivery (e-mail, Slack, webhook) is not implemented —
-this host reaches no outside network — and the alert row says so.
+writes an ``alerts`` row (shown on the health page and counted by Prometheus) unless
+silenced; the same condition (policy and label set) is not raised again within the
+policy's repeat interval (de-duplication). A new alert is delivered on the policy's
+channels (``engine.alerts.delivery``: webhook, Slack, e-mail) and every delivery is
+recorded. The built-in policies come from ``engine.alerts.catalog``, the same table the
+shipped Prometheus rules are generated from.
 """
 
 from __future__ import annotations
 
 import operator
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -21,6 +24,9 @@ from engine.db import Database
 from engine.db import models as m
 from engine.errors import ContimgError
 from engine.logs import get_logger
+
+if TYPE_CHECKING:
+    from engine.alerts.delivery import Notifier
 
 log = get_logger("alerting")
 OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
@@ -33,6 +39,10 @@ METRICS = {
     "contimg_disk_usage_ratio": "used fraction of the data dir's partition",
     "contimg_alerts_unacknowledged": "unacknowledged alerts",
     "contimg_failed_jobs_1h": "jobs that failed in the last hour (label: type)",
+    "contimg_job_failure_ratio_1h": "failed / finished jobs of the last hour (label: type)",
+    "contimg_processing_stalled_seconds": "seconds jobs have waited with none finishing (0 if none wait)",
+    "contimg_backup_age_seconds": "seconds since the newest completed backup (label: type; inf if none)",
+    "contimg_http_p95_seconds": "REST p95 latency over the last minutes (from the REST server)",
 }
 
 
@@ -43,9 +53,39 @@ class AlertError(ContimgError):
 Sample = tuple[str, dict[str, str], float]
 
 
+def pipeline_health_samples(db: Database, now: datetime | None = None) -> list[Sample]:
+    """Failure ratio, stall time and backup age: the numbers both ``/metrics`` and the evaluator use."""
+    now = now or datetime.now(UTC)
+    out: list[Sample] = []
+    hour_ago = now - timedelta(hours=1)
+    with db.session() as s:
+        finished: dict[str, list[int]] = {}
+        for jtype, state, n in s.execute(select(m.Job.type, m.Job.state, func.count()).where(
+                m.Job.finished_at >= hour_ago, m.Job.state.in_(("succeeded", "failed"))).group_by(
+                m.Job.type, m.Job.state)):
+            finished.setdefault(jtype, [0, 0])[state == "failed"] += n
+        for jtype, (ok, bad) in sorted(finished.items()):
+            out.append(("contimg_job_failure_ratio_1h", {"type": jtype}, bad / (ok + bad)))
+        oldest_waiting = s.scalar(select(func.min(m.Job.created_at)).where(
+            m.Job.state == "queued", (m.Job.run_after.is_(None)) | (m.Job.run_after <= now)))
+        last_finished = s.scalar(select(func.max(m.Job.finished_at)))
+        by_kind = {kind: last for kind, last in s.execute(
+            select(m.BackupRecord.kind, func.max(m.BackupRecord.completed_at)).where(
+                m.BackupRecord.status == "completed", m.BackupRecord.kind.is_not(None)).group_by(m.BackupRecord.kind))}
+    stalled = 0.0
+    if oldest_waiting is not None:
+        since = max(oldest_waiting, last_finished) if last_finished else oldest_waiting
+        stalled = max(0.0, (now - since).total_seconds())
+    out.append(("contimg_processing_stalled_seconds", {}, stalled))
+    for kind in sorted(set(by_kind) | {"database"}):
+        last = by_kind.get(kind)
+        out.append(("contimg_backup_age_seconds", {"type": kind}, (now - last).total_seconds() if last else float("inf")))
+    return out
+
+
 def sample_metrics(db: Database, data_dir: Any) -> list[Sample]:
     now = datetime.now(UTC)
-    out: list[Sample] = []
+    out: list[Sample] = pipeline_health_samples(db, now)
     with db.session() as s:
         for state, n in s.execute(select(m.ObservationGroup.state, func.count()).group_by(m.ObservationGroup.state)):
             out.append(("contimg_groups", {"state": state}, float(n)))
@@ -194,18 +234,47 @@ class AlertPolicies:
             return _silence(x)
 
 
-class Evaluator:
-    """Runs every minute from the scheduler; remembers since when each rule holds (``for_seconds``)."""
+def ensure_builtin_policies(db: Database) -> list[str]:
+    """Add the catalogue's policies that are missing; an operator's edits to existing ones are kept."""
+    from engine.alerts.catalog import builtin_policies
 
-    def __init__(self, db: Database, data_dir: Any) -> None:
+    added = []
+    with db.session() as s:
+        for p in builtin_policies():
+            if s.get(m.AlertPolicy, p["id"]) is None:
+                rules = p["rules"]
+                s.add(m.AlertPolicy(id=p["id"], name=p["name"], description=p["description"], severity=p["severity"],
+                                    channels=p["channels"], enabled=True, rules=rules, overrides=[],
+                                    for_seconds=max(int(r["for_seconds"]) for r in rules), created_by="builtin"))
+                added.append(p["id"])
+    return added
+
+
+def _fingerprint(messages: list[dict[str, Any]]) -> str:
+    """What makes two firings the same alert: the label sets that match, not the values they hold."""
+    return "|".join(sorted({",".join(f"{k}={v}" for k, v in sorted(x["labels"].items())) for x in messages}))
+
+
+class Evaluator:
+    """Runs every minute from the scheduler; remembers since when each rule holds (``for_seconds``).
+
+    ``extra_samples`` adds numbers only the caller has (the REST server's latency); ``notifier``
+    delivers each new alert (none: recorded only, and the alert row says so)."""
+
+    def __init__(self, db: Database, data_dir: Any, notifier: Notifier | None = None,
+                 extra_samples: Callable[[], list[Sample]] | None = None) -> None:
         self.db = db
         self.data_dir = data_dir
+        self.notifier = notifier
+        self.extra_samples = extra_samples
         self._since: dict[tuple[str, int], datetime] = {}
 
     def run(self, now: datetime | None = None) -> list[str]:
         now = now or datetime.now(UTC)
         samples = sample_metrics(self.db, self.data_dir)
-        fired = []
+        if self.extra_samples is not None:
+            samples += self.extra_samples()
+        fired: list[tuple[int, str, list[str]]] = []
         with self.db.session() as s:
             for p in s.scalars(select(m.AlertPolicy).where(m.AlertPolicy.enabled.is_(True))):
                 messages = []
@@ -221,14 +290,43 @@ class Evaluator:
                     continue
                 silenced = s.scalar(select(m.AlertSilence.id).where(
                     m.AlertSilence.policy_id == p.id, m.AlertSilence.starts_at <= now, m.AlertSilence.ends_at > now))
-                last = s.scalar(select(func.max(m.Alert.triggered_at)).where(m.Alert.policy_id == p.id))
-                if silenced or (last and (now - last).total_seconds() < p.repeat_seconds):
+                if silenced:
                     continue
-                channels = ", ".join(p.channels or []) or "none"
-                s.add(m.Alert(alert_type="policy", severity=p.severity, source="alert-policy", policy_id=p.id,
-                              message="; ".join(x["message"] for x in messages[:5]),
-                              details={"channels": channels, "delivered": False,
-                                       "note": "notification delivery is not implemented on this host"}))
-                fired.append(p.id)
+                fingerprint = _fingerprint(messages)
+                recent = s.scalars(select(m.Alert.details).where(
+                    m.Alert.policy_id == p.id,
+                    m.Alert.triggered_at > now - timedelta(seconds=p.repeat_seconds))).all()
+                if any((d or {}).get("fingerprint", fingerprint) == fingerprint for d in recent):
+                    continue  # the same condition was raised within the repeat interval
+                channels = list(p.channels or [])
+                alert = m.Alert(alert_type="policy", severity=p.severity, source="alert-policy", policy_id=p.id,
+                                message="; ".join(x["message"] for x in messages[:5]), triggered_at=now,
+                                details={"channels": ", ".join(channels) or "none", "fingerprint": fingerprint,
+                                         "labels": [x["labels"] for x in messages[:20]],
+                                         "runbook": f"docs/runbook.md#{p.name.lower()}" if p.created_by == "builtin"
+                                         else "", "delivered": False})
+                s.add(alert)
+                s.flush()
+                fired.append((alert.id, p.name, channels))
                 log.warning("alert policy %s fired: %s", p.name, messages[0]["message"])
-        return fired
+        for alert_id, name, channels in fired:  # outside the transaction: delivery may wait on retries
+            self._deliver(alert_id, name, channels)
+        with self.db.session() as s:
+            return [s.get(m.Alert, a).policy_id for a, _, _ in fired]
+
+    def _deliver(self, alert_id: int, name: str, channels: list[str]) -> None:
+        with self.db.session() as s:
+            alert = s.get(m.Alert, alert_id)
+            s.expunge(alert)
+        if self.notifier is None or not channels:
+            note = "no notifier configured" if self.notifier is None else "the policy names no channel"
+            self._mark(alert_id, {"delivered": False, "note": note})
+            return
+        outcomes = self.notifier.deliver(alert, name, channels)
+        self._mark(alert_id, {"delivered": any(o.outcome == "delivered" for o in outcomes),
+                              "deliveries": {o.channel: o.outcome for o in outcomes}})
+
+    def _mark(self, alert_id: int, extra: dict[str, Any]) -> None:
+        with self.db.session() as s:
+            alert = s.get(m.Alert, alert_id)
+            alert.details = {**(alert.details or {}), **extra}

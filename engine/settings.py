@@ -89,6 +89,11 @@ class EngineSettings(_Section):
     shutdown_grace_s: float = Field(10.0, ge=0)
     # niceness of the stage worker processes: the console (TUI, REST) keeps priority over heavy stages
     worker_nice: int = Field(5, ge=0, le=19)
+    # Where stages run: this host's process pool, or a dask.distributed cluster (the data dir
+    # must then be shared storage every worker sees; checked at start).
+    executor: Literal["local", "dask"] = "local"
+    dask_scheduler: str | None = None  # e.g. "tcp://scheduler:8786"
+    dask_connect_s: float = Field(10.0, gt=0)
     # Dotted path of a function returning the StageRegistry (site plug-ins, test pipelines).
     registry: str = "engine.processing.pipeline:default_registry"
 
@@ -235,6 +240,25 @@ class TuiSettings(_Section):
     keymap: dict[str, str] = Field(default_factory=dict)
 
 
+class AlertSettings(_Section):
+    """Where fired alerts go: policies name channels (webhook, slack, email); the addresses live here.
+    A channel without an address is recorded as skipped, never silently dropped."""
+
+    builtin: bool = True  # seed the catalogue's alerts (engine/alerts/catalog.py) as policies
+    webhook_url: str | None = Field(None, pattern=r"^https?://")
+    slack_webhook_url: str | None = Field(None, pattern=r"^https?://")
+    webhook_timeout_s: float = Field(10.0, gt=0, le=120)
+    attempts: int = Field(4, ge=1, le=20)
+    retry_wait_s: float = Field(2.0, ge=0, le=600)  # first wait; doubles each attempt
+    email_to: list[str] = Field(default_factory=list)
+    email_from: str = "contimg@localhost"
+    smtp_host: str | None = None
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_bytes: int = Field(10_000_000, ge=10_000)
@@ -273,6 +297,7 @@ class Settings(BaseSettings):
     backups: BackupSettings = Field(default_factory=BackupSettings)
     jupyter: JupyterSettings = Field(default_factory=JupyterSettings)
     tui: TuiSettings = Field(default_factory=TuiSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     # Set by load_settings; not a configurable key.

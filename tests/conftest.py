@@ -41,8 +41,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     # test_api_listings covers the window itself
     # no Jupyter server per runtime (test_api_jupyter starts its own)
     # no built-in backup schedules (trigger listings start empty; test_backup_cli seeds them itself)
+    # no built-in alert policies (listings start empty; test_alert_delivery seeds them itself)
     base: dict[str, object] = {"data_dir": tmp_path / "data", "api": {"port": 0, "listing_max_stale_s": 0},
-                               "jupyter": {"mode": "off"}, "backups": {"schedules": False}}
+                               "jupyter": {"mode": "off"}, "backups": {"schedules": False}, "alerts": {"builtin": False}}
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             base[key] = {**base[key], **value}  # type: ignore[dict-item]

@@ -7,6 +7,7 @@ Metric names match the alert rules in ``packaging/prometheus/contimg-rules.yml``
 from __future__ import annotations
 
 import shutil
+import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -15,6 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 
 from engine.db import models as m
+from engine.alerting import pipeline_health_samples
 from engine.monitoring import last_valid_calibration
 
 if TYPE_CHECKING:
@@ -79,6 +81,63 @@ class PipelineCollector:
         yield GaugeMetricFamily("contimg_engine_running", "1 if the processing engine runs", value=int(eng["running"]))
         yield GaugeMetricFamily("contimg_engine_paused", "1 if the engine is paused", value=int(eng["paused"]))
         yield GaugeMetricFamily("contimg_engine_active_jobs", "Jobs running now", value=len(eng["active_jobs"]))
+        health = pipeline_health_samples(db)  # the numbers the built-in evaluator alerts on, too
+        ratio = GaugeMetricFamily("contimg_job_failure_ratio_1h", "Failed / finished jobs of the last hour",
+                                  labels=["type"])
+        for name, labels, value in health:
+            if name == "contimg_job_failure_ratio_1h":
+                ratio.add_metric([labels["type"]], value)
+        yield ratio
+        stalled = next(v for n, _, v in health if n == "contimg_processing_stalled_seconds")
+        yield GaugeMetricFamily("contimg_processing_stalled_seconds",
+                                "Seconds jobs have waited with none finishing (0 if none wait)", value=stalled)
+
+
+class LatencyWindow:
+    """REST p95 over the last ``window_s`` from the latency histogram, for the built-in ApiSlow alert.
+
+    The histogram counts since start; the evaluator calls this every minute, so the difference to the
+    oldest snapshot still inside the window is what Prometheus's ``rate(...[5m])`` would see, and the
+    quantile is interpolated inside its bucket the way ``histogram_quantile`` does."""
+
+    def __init__(self, window_s: float = 300.0) -> None:
+        self.window_s = window_s
+        self._snaps: list[tuple[float, dict[float, float]]] = []
+
+    @staticmethod
+    def _buckets() -> dict[float, float]:
+        out: dict[float, float] = {}
+        for metric in HTTP_LATENCY.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_bucket"):
+                    le = float(sample.labels["le"])
+                    out[le] = out.get(le, 0.0) + sample.value
+        return out
+
+    def samples(self, now: float | None = None) -> list[tuple[str, dict[str, str], float]]:
+        now = time.monotonic() if now is None else now
+        current = self._buckets()
+        self._snaps = [(t, b) for t, b in self._snaps if t >= now - self.window_s]
+        base = self._snaps[0][1] if self._snaps else {}
+        self._snaps.append((now, current))
+        delta = sorted((le, n - base.get(le, 0.0)) for le, n in current.items())
+        p95 = quantile(0.95, delta)
+        return [] if p95 is None else [("contimg_http_p95_seconds", {}, p95)]
+
+
+def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
+    """``histogram_quantile`` over cumulative (upper bound, count) pairs ending with +Inf."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    prev_le, prev_n = 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            if le == float("inf"):
+                return prev_le  # Prometheus answers the highest finite bound
+            return prev_le + (le - prev_le) * (rank - prev_n) / max(n - prev_n, 1e-12)
+        prev_le, prev_n = le, n
+    return prev_le
 
 
 _registries: dict[int, CollectorRegistry] = {}

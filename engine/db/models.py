@@ -598,6 +598,21 @@ class Alert(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(String(64))
 
 
+class AlertDelivery(Base):
+    """One attempt to tell a person about an alert: channel, where to, outcome, tries and the error."""
+
+    __tablename__ = "alert_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))  # webhook | slack | email
+    target: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered | failed | skipped
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
+
+
 # --------------------------------------------------------------------------- retention and cleanup
 class RetentionPolicy(Base):
     """What to do with which data when it gets old, big or many (engine/retention.py)."""
