@@ -1,8 +1,8 @@
-"""The async processing engine: claims jobs, runs stages in a process pool, never blocks the loop.
+"""The async processing engine: claims jobs, runs stages on an executor, never blocks the loop.
 
-One claim loop per process; each claimed job runs as an asyncio task that sends
-the CPU-heavy stage to a ``ProcessPoolExecutor`` and renews its lease by
-heartbeat. All database work runs in threads (``asyncio.to_thread``). Errors are
+One claim loop per process; each claimed job runs as an asyncio task that sends the
+CPU-heavy stage to an executor (``engine.processing.executors``: this host's process
+pool, or a dask cluster) and renews its lease by heartbeat. All database work runs in threads (``asyncio.to_thread``). Errors are
 classified: permanent ones fail the group at once with the reason, transient ones
 are retried with exponential backoff and jitter (tenacity's wait strategy) until
 the job's attempts are spent. Expired leases are recovered at start-up and
@@ -12,12 +12,9 @@ periodically, so a killed process never leaves a job or a group stuck.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import socket
 import sqlite3
-import threading
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,7 +34,8 @@ from engine.logs import bind_job, get_logger
 from engine.processing import states
 from engine.processing.pause import read_paused, write_paused
 from engine.processing.queue import FAILED, RUNNING, SUCCEEDED, JobQueue, JobView, now
-from engine.processing.stages import Stage, StageRegistry, Wait, run_in_worker
+from engine.processing.executors import DaskExecutor, LocalExecutor, make_executor
+from engine.processing.stages import Stage, StageRegistry, Wait
 from engine.processing.recovery import RecoveryReport, interrupt, reconcile, recover, worker_pid
 from engine.processing.transitions import transition
 
@@ -64,13 +62,6 @@ def backoff_s(attempt: int, base: float, cap: float) -> float:
     return float(wait(state))
 
 
-def _lower_priority(nice: int) -> None:
-    """Stage workers yield the CPU to the console's own process: the TUI and the REST API stay responsive
-    while a conversion or an imaging run keeps both cores busy (idle CPU still goes to the stages)."""
-    if nice > 0:
-        os.nice(nice)
-
-
 class Engine:
     def __init__(self, settings: Any, db: Database, bus: EventBus, registry: StageRegistry | None = None) -> None:
         self.settings = settings
@@ -82,7 +73,7 @@ class Engine:
             registry = resolve(settings.engine.registry)()
         self.registry = registry
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self) % 10000}"
-        self._pool: ProcessPoolExecutor | None = None
+        self.executor: LocalExecutor | DaskExecutor | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._recover_task: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -96,9 +87,6 @@ class Engine:
         bus.on(events.GROUP_READY, self._on_group_ready)
         bus.on(events.CALIBRATION_REGISTERED, self._on_calibration)
         self._release_requested = False
-        self._broken_lock = threading.Lock()
-        self._broken_pools: dict[Any, dict[int, int] | None] = {}  # broken pool → its crashed workers
-        self._pool_procs: dict[Any, dict[int, Any]] = {}  # broken pool → its processes when it broke
         self.last_recovery = RecoveryReport()  # the last recovery pass that reclaimed anything
         self.startup_recovery: RecoveryReport | None = None  # what start-up found after an unclean stop
 
@@ -115,52 +103,19 @@ class Engine:
         queued = await asyncio.to_thread(self.reconcile)
         if queued:
             log.info("queued %d jobs for groups waiting in a resting state", queued)
-        self._pool = self._new_pool()
+        executor = make_executor(self.settings)
+        try:
+            await executor.start()
+        except BaseException:
+            await asyncio.to_thread(self._unregister_worker)
+            raise
+        self.executor = executor
         self._stopping = False
         self._loop_task = asyncio.create_task(self._claim_loop(), name="engine-claim")
         self._recover_task = asyncio.create_task(self._recover_loop(), name="engine-recover")
         self.started = True
         log.info("engine started", extra={"worker": self.worker_id, "workers": cfg.workers, "paused": self._paused,
                                           "stages": self.registry.types()})
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        cfg = self.settings.engine
-        return ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_lower_priority, initargs=(cfg.worker_nice,))
-
-    def _crashed_pids(self, pool: Any, procs: dict[int, Any]) -> dict[int, int] | None:
-        """pid → exit code of the pool processes that died by themselves (the pool SIGTERMs the rest).
-
-        Every job of a broken pool asks; the first answer (after the exits are reaped) is kept
-        for the others. None when the pool cannot say: then each job counts as a possible cause.
-        """
-        import signal
-        import time
-
-        if pool is None:
-            return None
-        with self._broken_lock:
-            key = pool  # the object, not its id: a dead pool's id could be a new pool's
-            if key in self._broken_pools:
-                return self._broken_pools[key]
-            deadline = time.monotonic() + 3.0
-            for proc in procs.values():
-                proc.join(max(0.0, deadline - time.monotonic()))
-            crashed = {pid: proc.exitcode for pid, proc in procs.items()
-                       if proc.exitcode is not None and proc.exitcode != -signal.SIGTERM}
-            self._broken_pools[key] = crashed or None
-            while len(self._broken_pools) > 8:
-                old = next(iter(self._broken_pools))
-                del self._broken_pools[old]
-                self._pool_procs.pop(old, None)
-            return crashed or None
-
-    def _replace_broken_pool(self, broken: ProcessPoolExecutor | None) -> None:
-        """A pool worker died: every job in that pool is interrupted; later jobs get a fresh pool."""
-        if broken is not None and self._pool is broken and not self._stopping:
-            broken.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
-            log.warning("a stage worker process died; the process pool was replaced")
 
     async def stop(self) -> None:
         """Drain: stop claiming, let running jobs finish within the grace period, release the rest."""
@@ -178,13 +133,9 @@ class Engine:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2)
-        if self._pool is not None:
-            procs = list((getattr(self._pool, "_processes", None) or {}).values())
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            for proc in procs:
-                if proc.is_alive():
-                    proc.terminate()
-            self._pool = None
+        if self.executor is not None:
+            await self.executor.stop()
+            self.executor = None
         await asyncio.to_thread(self._unregister_worker)
         self.started = False
         log.info("engine stopped")
@@ -363,15 +314,12 @@ class Engine:
         except _LeaseLost:
             log.warning("job %s lost its lease; result discarded", job.id)
             return
-        except BrokenProcessPool as exc:
-            pool = getattr(exc, "pool", None)
-            # on the loop, before anyone shuts the pool down (which forgets its processes)
-            procs = {} if pool is None else self._pool_procs.setdefault(pool, dict(pool._processes or {}))
-            self._replace_broken_pool(pool)
-            culprits = await asyncio.to_thread(self._crashed_pids, pool, procs)
-            await asyncio.to_thread(self._interrupted, job, culprits)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded
-            await asyncio.to_thread(self._fail, job, stage, exc)
+            death = await self.executor.death(exc) if self.executor is not None else None
+            if death is not None:  # its worker died: an interruption, not a failure
+                await asyncio.to_thread(self._interrupted, job, death.crashed)
+            else:
+                await asyncio.to_thread(self._fail, job, stage, exc)
         else:
             await asyncio.to_thread(self._succeed, job, stage, outcome)
         finally:
@@ -384,15 +332,8 @@ class Engine:
                 pass
 
     async def _execute(self, job: JobView, stage: Stage, params: dict[str, Any]) -> dict[str, Any]:
-        assert self._pool is not None
-        loop = asyncio.get_running_loop()
-        pool = self._pool
-        try:
-            future = loop.run_in_executor(pool, run_in_worker, stage.run, params)
-        except BrokenProcessPool as exc:
-            exc.pool = pool  # type: ignore[attr-defined]
-            raise
-        future.add_done_callback(lambda f, p=pool: _tag_pool(f, p))
+        assert self.executor is not None
+        future = self.executor.submit(stage.run, params)
         # A future abandoned at shutdown (pool terminated) must not log "exception never retrieved".
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         hb = self.settings.engine.heartbeat_s
@@ -562,12 +503,6 @@ class Engine:
 
 class _LeaseLost(Exception):
     pass
-
-
-def _tag_pool(future: Any, pool: ProcessPoolExecutor) -> None:
-    """Remember which pool a BrokenProcessPool came from, so only that pool is replaced."""
-    if not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
-        future.exception().pool = pool
 
 
 def _summarise(outcome: dict[str, Any]) -> dict[str, Any]:
