@@ -88,7 +88,7 @@ def _create(settings: Settings, args: argparse.Namespace) -> int:
     try:
         parent = args.parent
         if btype == "incremental" and parent is None:
-            fulls = bk.list_backups(db, 1, "full", "completed")
+            fulls = bk.list_backups(db, 1, "full", "completed", kind="full")
             if not fulls:
                 raise ContimgError("an incremental backup needs a completed full one first (backup create --type full)")
             parent = fulls[0]["id"]

@@ -65,7 +65,7 @@ from engine.backups.restore import (  # noqa: F401
     run_restore,
     start_restore,
 )
-from engine.backups.retention import delete_backup, prune_backups  # noqa: F401
+from engine.backups.retention import delete_backup, prune_backups, prune_by_settings  # noqa: F401
 from engine.backups.swap import (  # noqa: F401
     apply_database_restore,
     apply_pending_restore,

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,66 +94,91 @@ def row_counts(path: Path) -> dict[str, int] | str:
 
 
 def live_heartbeats(db_path: Path, within_s: float = 120.0) -> list[str]:
-    """Workers of the live database seen in the last ``within_s`` seconds (a second sign of a server
-    running, for one on another host sharing the data dir); [] when the database cannot be read."""
+    """Workers of the live database seen in the last ``within_s`` seconds whose process lives (a second
+    sign of a server running, for one on another host sharing the data dir, where only the beat's age
+    tells); [] when the database cannot be read."""
     try:
         conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=2)
         try:
-            rows = conn.execute("SELECT id, pid, last_seen FROM workers").fetchall()
+            rows = conn.execute("SELECT id, hostname, pid, last_seen FROM workers").fetchall()
         finally:
             conn.close()
     except sqlite3.DatabaseError:
         return []
     now = datetime.now(UTC)
     out = []
-    for wid, pid, seen in rows:
+    here = socket.gethostname()
+    for wid, host, pid, seen in rows:
         try:
             at = datetime.fromisoformat(str(seen))
         except ValueError:
             continue
+        if host == here and not _alive(int(pid or 0)):
+            continue  # on this host, a dead pid is a stopped service, however recent its last beat
         at = at if at.tzinfo else at.replace(tzinfo=UTC)
         if (now - at).total_seconds() <= within_s:
             out.append(f"worker {wid} (pid {pid}) seen {(now - at).total_seconds():.0f} s ago")
     return out
 
 
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _safety_copy(settings: Any, stamp: str) -> dict[str, Any]:
-    """Copy the live database aside before it is replaced: a registered backup directory when the
-    database reads, else the raw files (database, WAL, SHM) under ``backups/safety-<time>/``."""
+    """Copy the live database aside before it is replaced. Its raw files (database, WAL, SHM) are
+    copied first, before anything opens it (SQLite may rewrite a WAL it opens); from that copy a
+    clean single-file backup is made and registered when it passes its integrity check, else the
+    raw files stay under ``backups/safety-<time>/``. Returns what was kept, and the rows per table."""
     live = Path(settings.db_path)
     if not live.exists():
-        return {"kind": "none", "path": None}
+        return {"kind": "none", "path": None, "counts": "missing"}
     from engine.db.models import new_id
 
+    raw = Path(settings.backups_dir) / f"safety-{stamp}"
+    raw.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        side = Path(f"{live}{suffix}")
+        if side.exists():
+            shutil.copy2(side, raw / side.name)
     bid = new_id()
     tmp = Path(settings.backups_dir) / f"{TMP_PREFIX}{bid}"
+    scratch = Path(settings.backups_dir) / f"{TMP_PREFIX}{bid}-scratch"
     try:
+        shutil.copytree(raw, scratch)  # opened by SQLite (the WAL folded in) instead of the raw files
+        counts = row_counts(scratch / live.name)
         (tmp / "database").mkdir(parents=True)
-        copy_database(live, tmp / DB_ENTRY)
-        if sqlite_integrity(tmp / DB_ENTRY) != "ok":
-            raise sqlite3.DatabaseError("the live database fails its integrity check")
+        copy_database(scratch / live.name, tmp / DB_ENTRY)
+        verdict = sqlite_integrity(tmp / DB_ENTRY)
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(f"the live database fails its integrity check: {verdict}")
         size = (tmp / DB_ENTRY).stat().st_size
         files = [{"path": DB_ENTRY, "size": size, "sha256": _sha256(tmp / DB_ENTRY), "mtime": _now().timestamp()}]
         manifest = {"format": 1, "backup_id": bid, "name": f"safety copy before the restore of {stamp}",
                     "type": "full", "kind": "database", "parent_backup_id": None, "created_at": _iso(_now()),
-                    "written_at": _iso(_now()), "scope": {k: False for k in (
-                        "measurement_sets", "images", "catalogs", "pipeline_configs")} | {
-                        "job_history": True, "qa_ratings": True},
+                    "written_at": _iso(_now()),
+                    "scope": {"measurement_sets": False, "images": False, "catalogs": False,
+                              "pipeline_configs": False, "job_history": True, "qa_ratings": True},
                     "contents": {"database": DB_ENTRY}, "checksum": _overall_checksum(files), "files": files,
                     "index": []}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         final = Path(settings.backups_dir) / bid
         os.replace(tmp, final)
-        return {"kind": "backup", "backup_id": bid, "path": str(final)}
+        shutil.rmtree(raw, ignore_errors=True)
+        return {"kind": "backup", "backup_id": bid, "path": str(final), "counts": counts}
     except (sqlite3.DatabaseError, OSError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raw = Path(settings.backups_dir) / f"safety-{stamp}"
-        raw.mkdir(parents=True, exist_ok=True)
-        for suffix in ("", "-wal", "-shm"):
-            side = Path(f"{live}{suffix}")
-            if side.exists():
-                shutil.copy2(side, raw / side.name)
-        return {"kind": "raw", "path": str(raw), "why": str(exc)}
+        return {"kind": "raw", "path": str(raw), "why": str(exc), "counts": f"unreadable: {exc}"}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def adopt_backups(settings: Any, db: Any) -> list[str]:
@@ -231,10 +257,10 @@ def restore_database_offline(settings: Any, backup_id: str, *, force: bool = Fal
             raise BackupError("workers of this database are alive (" + "; ".join(beats[:3]) +
                               "); stop the service first (or --force)")
         stamp = _now().strftime("%Y%m%dT%H%M%SZ")
-        before = row_counts(live)
         source = Path(check["path"]) / DB_ENTRY
         backup_counts = row_counts(source)
-        safety = _safety_copy(settings, stamp)
+        safety = _safety_copy(settings, stamp)  # before anything opens the live database
+        before = safety.pop("counts")
         staged = live.with_name(f"{live.name}.offline-restore-{backup_id}")
         tmp = live.with_name(f".{staged.name}.copying")
         shutil.copy2(source, tmp)

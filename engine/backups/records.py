@@ -29,9 +29,11 @@ def _backup_dict(b: m.BackupRecord) -> dict[str, Any]:
 
 
 def list_backups(db: Database, limit: int = 20, type: str | None = None,  # noqa: A002 - the API's name
-                 status: str | None = None) -> list[dict[str, Any]]:
+                 status: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
     with db.session() as s:
         q = select(m.BackupRecord).order_by(m.BackupRecord.created_at.desc()).limit(limit)
+        if kind:
+            q = q.where(m.BackupRecord.kind == kind)
         if type:
             q = q.where(m.BackupRecord.backup_type == type)
         if status:
