@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--reason", choices=["interrupted", "any"], default="interrupted",
                        help="interrupted: only jobs failed by crashes of their holder, not by an error of their own")
 
+    rep = sub.add_parser("reprocess", help="send archived groups in a time range back to a stage, below live priority")
+    rep.add_argument("--from", dest="since", required=True, help="ISO time (UTC), inclusive")
+    rep.add_argument("--to", dest="until", required=True, help="ISO time (UTC), exclusive")
+    rep.add_argument("--stage", choices=["convert", "calibrate", "image", "measure"], default="calibrate",
+                     help="the first stage to run again (default calibrate: new calibration, new images)")
+    rep.add_argument("--priority", type=int, default=500, help="lower runs first; live targets run at 100")
+
     ingest = sub.add_parser("ingest", help="register subband files by hand (idempotent)")
     ingest.add_argument("paths", nargs="+", type=Path)
 
@@ -325,6 +332,33 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
               f"{kind}: {job['error']}")
     if report["interrupted_not_failed"]:
         print(f"jobs interrupted by crashes and requeued (no attempt spent): {report['interrupted_not_failed']}")
+    return 0
+
+
+def cmd_reprocess(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from engine.services import Services
+
+    def when(text: str, flag: str) -> datetime:
+        try:
+            t = datetime.fromisoformat(text)
+        except ValueError:
+            raise ContimgError(f"{flag} {text!r}: give an ISO time such as 2026-11-29T06:00") from None
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+    db = _database(settings)
+    db.upgrade()
+    try:
+        result = Services(db, settings).queue.reprocess_range(
+            when(args.since, "--from"), when(args.until, "--to"), args.stage,
+            by=os.environ.get("USER", "operator"), priority=args.priority)
+    except ValueError as exc:
+        raise ContimgError(str(exc)) from None
+    print(f"{len(result['queued'])} group(s) queued from {args.stage} at priority {args.priority}; "
+          f"{len(result['skipped'])} skipped")
+    for gid, why in result["skipped"].items():
+        print(f"  skipped {gid}: {why}")
     return 0
 
 
@@ -606,6 +640,7 @@ _COMMANDS = {
     "db": cmd_db,
     "status": cmd_status,
     "retry": cmd_retry,
+    "reprocess": cmd_reprocess,
     "engine": cmd_engine,
     "ingest": cmd_ingest,
     "simulate": cmd_simulate,

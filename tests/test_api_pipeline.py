@@ -53,6 +53,25 @@ async def test_pipeline_control_and_conversion(flow_runtime_factory: Any) -> Non
         assert status == 409
 
 
+async def test_reprocess_a_time_range_over_rest(flow_runtime_factory: Any, flow_data_root: Any, tmp_path: Any) -> None:
+    import shutil
+
+    root = tmp_path / "copy"
+    # the reprocess changes the data: a copy, not the shared one (no runtime holds it: no WAL to take)
+    shutil.copytree(flow_data_root, root, ignore=shutil.ignore_patterns("*-wal", "*-shm"))
+    async with flow_runtime_factory(root) as rt:
+        # archive reprocessing: a time range back to a stage, below live priority, and its progress
+        window = {"start_time": "2000-01-01T00:00:00Z", "end_time": "2100-01-01T00:00:00Z", "stage": "measure"}
+        status, _ = await call(rt, "POST", "/api/v1/pipeline/reprocess", json=window)
+        assert status == 401
+        status, _ = await call(rt, "POST", "/api/v1/pipeline/reprocess", rt.token,
+                               json={**window, "end_time": "1999-01-01T00:00:00Z"})
+        assert status == 422
+        status, res = await call(rt, "POST", "/api/v1/pipeline/reprocess", rt.token, json=window)
+        assert status == 200 and len(res["queued"]) == 2 and res["skipped"] == {}
+        status, prog = await call(rt, "GET", "/api/v1/pipeline/reprocess")
+        assert status == 200 and sum(prog["jobs"].values()) == 2
+
 async def test_log_search_and_tail(flow_runtime_factory: Any) -> None:
     async with flow_runtime_factory() as rt:
         status, jobs = await call(rt, "GET", "/api/v1/jobs")

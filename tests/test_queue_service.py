@@ -83,3 +83,33 @@ def test_reprocess_refuses_with_a_busy_group_and_names_the_job(db: Database) -> 
         services(db).queue.set_priority("nope", 5, by="t")
     with pytest.raises(ValueError, match="0–1000"):
         services(db).queue.set_priority("g", 5000, by="t")
+
+
+def test_reprocess_a_time_range_below_live_priority(db: Database) -> None:
+    from engine.processing.queue import JobQueue
+    from engine.processing.transitions import transition
+
+    t0 = FIXED_NOW - timedelta(days=2)
+    with db.session() as s:
+        for i in range(4):
+            s.add(m.ObservationGroup(id=f"g{i}", group_time=t0 + timedelta(hours=i), state="pending", n_subbands=16))
+    for gid in ("g0", "g1", "g3"):
+        with db.session() as s:
+            for a, b in (("pending", "converting"), ("converting", "converted"), ("converted", "calibrating"),
+                         ("calibrating", "calibrated"), ("calibrated", "imaging"), ("imaging", "imaged"),
+                         ("imaged", "measuring"), ("measuring", "complete")):
+                transition(s, gid, a, b)
+    JobQueue(db).enqueue("measure", group_id="g1")  # busy: skipped with its reason
+    q = services(db).queue
+    res = q.reprocess_range(t0, t0 + timedelta(hours=3), "image", by="ops")
+    assert list(res["queued"]) == ["g0"]
+    assert "queued or running" in res["skipped"]["g1"] and "has reached pending" in res["skipped"]["g2"]
+    with db.session() as s:
+        job = s.get_one(m.Job, res["queued"]["g0"])
+        assert (job.type, job.priority, job.created_by) == ("image", 500, "reprocess:ops")
+        assert s.get_one(m.ObservationGroup, "g0").state == "calibrated"
+        assert s.get_one(m.ObservationGroup, "g3").state == "complete"  # outside the window
+    assert q.reprocess_progress() == {"queued": 1}
+    assert services(db).console_summary()["reprocess"] == {"queued": 1}
+    with pytest.raises(ValueError, match="stage must be one of"):
+        q.reprocess_range(t0, t0 + timedelta(hours=1), "dance", by="ops")

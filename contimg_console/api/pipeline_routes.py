@@ -86,6 +86,23 @@ class RetryFailedResult(BaseModel):
     message: str
 
 
+class ReprocessBody(BaseModel):
+    start_time: datetime
+    end_time: datetime
+    stage: Literal["convert", "calibrate", "image", "measure"] = "calibrate"
+    priority: int = Field(500, ge=0, le=1000)
+
+
+class ReprocessResult(BaseModel):
+    queued: dict[str, str]
+    skipped: dict[str, str]
+    message: str
+
+
+class ReprocessProgress(BaseModel):
+    jobs: dict[str, int]
+
+
 class StageBody(BaseModel):
     stage: str
     params: dict[str, Any]
@@ -294,6 +311,28 @@ async def retry_failed(request: web.Request, body: RetryFailedBody, principal: P
     runtime.engine.poke()
     what = "failed only through interruptions" if body.reason == "interrupted" else "failed"
     return RetryFailedResult(**result, message=f"{len(result['retried'])} job(s) {what} queued again")
+
+
+@router.route("POST", "/api/v1/pipeline/reprocess", summary="Send the groups of a time range back to a stage, "
+              "at a priority below live data", body=ReprocessBody, response=ReprocessResult, role="operator",
+              tags=("pipeline",))
+async def reprocess(request: web.Request, body: ReprocessBody, principal: Principal) -> ReprocessResult:
+    runtime = rt(request)
+    start = body.start_time if body.start_time.tzinfo else body.start_time.replace(tzinfo=UTC)
+    end = body.end_time if body.end_time.tzinfo else body.end_time.replace(tzinfo=UTC)
+    if end <= start:
+        raise ApiError(422, "end_time must be after start_time", code="VALIDATION_FAILED")
+    result = await asyncio.to_thread(runtime.services.queue.reprocess_range, start, end, body.stage,
+                                     by=principal.username, priority=body.priority)
+    runtime.engine.poke()
+    return ReprocessResult(**result, message=f"{len(result['queued'])} group(s) queued from {body.stage}, "
+                                             f"{len(result['skipped'])} skipped")
+
+
+@router.route("GET", "/api/v1/pipeline/reprocess", summary="Archive reprocessing: its jobs by state",
+              response=ReprocessProgress, tags=("pipeline",))
+async def reprocess_progress(request: web.Request) -> ReprocessProgress:
+    return ReprocessProgress(jobs=await asyncio.to_thread(rt(request).services.queue.reprocess_progress))
 
 
 @router.route("POST", "/api/v1/pipeline/stage", summary="Queue one stage for the group of an MS", body=StageBody,

@@ -97,7 +97,7 @@ class Services:
                                 .where(m.CalibrationSet.status == "active"))
         age_h = None if last_cal is None else max(0.0, (now - last_cal).total_seconds() / 3600)
         return {"leases": leases, "stale_leases": stale, "queued_jobs": queued, "cal_age_h": age_h,
-                "paused": read_paused(self.db)}
+                "paused": read_paused(self.db), "reprocess": self.queue.reprocess_progress()}
 
     # ---- jobs and provenance ------------------------------------------------
     def jobs_page(self, *, state: str | None = None, queue: str | None = None, limit: int = 50,

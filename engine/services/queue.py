@@ -24,6 +24,11 @@ from engine.services.area import AreaService
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400}
 GROUP_TYPES = ("calibrator", "target")
+#: Archive reprocessing runs below live data (targets 100, calibrators 10): live groups keep real time.
+REPROCESS_PRIORITY = 500
+#: The stage to run again → the resting state the group goes back to.
+REPROCESS_FROM = {"convert": states.PENDING, "calibrate": states.CONVERTED, "image": states.CALIBRATED,
+                  "measure": states.IMAGED}
 
 
 class FilterError(ContimgError):
@@ -264,3 +269,35 @@ class QueueService(AreaService):
                                                created_by=by, session=s)
             s.add(m.JobLog(job_id=job_id, message=f"reprocess from {from_state} (was {left}) by {by}"))
             return job_id
+
+    # ---- archive reprocessing (contimg reprocess, REST) -----------------------------
+    def reprocess_range(self, since: datetime, until: datetime, stage: str, *, by: str,
+                        priority: int = REPROCESS_PRIORITY, limit: int = 100_000) -> dict[str, Any]:
+        """Send every group observed in [since, until) back to ``stage`` at a priority below live data.
+
+        Groups a stage holds, groups with a queued job and groups that never reached the stage
+        are skipped, each with its reason. Returns {"queued": {group: job}, "skipped": {group: why}}.
+        """
+        if stage not in REPROCESS_FROM:
+            raise ValueError(f"stage must be one of {', '.join(REPROCESS_FROM)}, not {stage!r}")
+        if since >= until:
+            raise ValueError("--from must be before --to")
+        g = m.ObservationGroup
+        with self.db.session() as s:
+            ids = list(s.scalars(select(g.id).where(g.group_time >= since, g.group_time < until)
+                                 .order_by(g.group_time).limit(limit)))
+        queued, skipped = {}, {}
+        for gid in ids:
+            try:
+                queued[gid] = self.reprocess(gid, REPROCESS_FROM[stage], by=f"reprocess:{by}"[:64],
+                                             priority=priority)
+            except (ContimgError, KeyError) as exc:
+                skipped[gid] = str(exc)
+        return {"queued": queued, "skipped": skipped}
+
+    def reprocess_progress(self) -> dict[str, int]:
+        """Jobs queued by archive reprocessing, by state (what the console and REST show)."""
+        with self.db.session() as s:
+            rows = s.execute(select(m.Job.state, func.count()).where(m.Job.created_by.startswith("reprocess:"))
+                             .group_by(m.Job.state))
+            return {state: int(n) for state, n in rows}

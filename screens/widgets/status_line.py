@@ -39,6 +39,10 @@ class StatusLine(Static):
             if status.get("stale_leases"):
                 leases += f" ({status['stale_leases']} expired)"
             parts += [leases, f"queued {status.get('queued_jobs', 0)}", _age(status.get("cal_age_h"))]
+        rep = status.get("reprocess") or {}
+        if rep.get("queued") or rep.get("running"):  # the archive drains below live data
+            parts.append(f"reprocess {rep.get('running', 0)} running, {rep.get('queued', 0)} queued, "
+                         f"{rep.get('succeeded', 0)} done")
         parts += [f"sched {status.get('scheduler', '?')}", f"REST {rest}"]
         if status.get("startup_recovery"):  # the start-up after a crash says what it found
             parts.append(f"[b]start-up: {status['startup_recovery']}[/b]")
