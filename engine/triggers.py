@@ -460,7 +460,9 @@ def _run_pipeline(settings: Any, db: Database, trig: dict[str, Any], params: dic
             from engine.backups.schedule import config_changed
 
             if not config_changed(settings, db):
-                return {"job_id": None, "unchanged": "the config file has not changed since the last config backup"}
+                why = ("no config file is in use" if settings.config_file is None
+                       else "the config file has not changed since the last config backup")
+                return {"job_id": None, "unchanged": why}
         name = params.get("name") or f"{trig['name']} {_now():%Y-%m-%d %H:%M}"
         backup_id = create_backup(settings, db, name=name, backup_type=backup_type,
                                   scope={k: True for k in scope_keys}, created_by=by,

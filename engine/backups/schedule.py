@@ -132,13 +132,21 @@ def config_changed(settings: Any, db: Database) -> bool:
 
 def backup_config_if_changed(settings: Any, db: Database, *,
                              created_by: str = "contimg (config changed)") -> str | None:
-    """At start-up: a config backup when the file changed since the last one; returns its id."""
-    if not config_changed(settings, db):
+    """At start-up: a config backup when the file changed since the last one; returns its id.
+    Never raises (it runs as a background task): a failure is logged and on the backup's row."""
+    try:
+        if not config_changed(settings, db):
+            return None
+    except Exception:  # noqa: BLE001 - the scheduled check tries again
+        log.exception("checking the config file for a change failed")
         return None
     bid = create_backup(settings, db, name=f"config {Path(settings.config_file).name} {_now():%Y-%m-%d %H:%M}",
                         scope={"pipeline_configs": True}, kind="config", created_by=created_by,
                         notes="the config file's content hash changed")
-    run_scheduled_backup(settings, db, bid)
+    try:
+        run_scheduled_backup(settings, db, bid)
+    except Exception:  # noqa: BLE001 - run_backup records its own failures; this is the unexpected rest
+        log.exception("config backup %s failed", bid)
     return bid
 
 
