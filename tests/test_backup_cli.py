@@ -337,3 +337,16 @@ def test_full_disk_fails_with_a_clear_error(data: Path, tmp_path: Path) -> None:
         subprocess.run(["umount", str(target)], check=False)
     rows = ids(data)
     assert rows[0]["status"] == "failed" and "no space left" in rows[0]["error_message"]
+
+
+def test_force_restores_despite_a_holder_and_says_so(data: Path) -> None:
+    from engine.backups.lock import DataDirLock
+
+    assert run(data, "create", "--type", "database_only").returncode == 0
+    bid = ids(data)[0]["id"]
+    with DataDirLock(data, exclusive=False, purpose="a console in another terminal"):
+        refused = run(data, "restore", bid, "--yes")
+        assert refused.returncode == 1 and "a console in another terminal" in refused.stdout
+        forced = run(data, "restore", bid, "--yes", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "--force given" in forced.stdout and "database restored" in forced.stdout

@@ -5,6 +5,7 @@ backed up when its content changes, the weekly full copied off-site, and the per
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -71,7 +72,8 @@ async def test_runtime_seeds_them_visible_through_rest(tmp_path: Path) -> None:
         names = {t["name"] for t in (body["triggers"] if isinstance(body, dict) else body)}
         assert {"Backup: database hourly", "Backup: full weekly"} <= names
         assert set(schedule.seeded_schedules(rt.db)) == {"database", "caltables", "config", "full"}
-        assert sorted(rt.triggers.job_ids()) == sorted(v["trigger_id"] for v in schedule.seeded_schedules(rt.db).values())
+        seeded = schedule.seeded_schedules(rt.db)
+        assert sorted(rt.triggers.job_ids()) == sorted(v["trigger_id"] for v in seeded.values())
     finally:
         await rt.stop()
 
@@ -208,3 +210,18 @@ def test_bad_backup_settings_name_the_key(tmp_path: Path) -> None:
     res = subprocess.run(contimg_cmd("--config", str(cfg), "--data-dir", str(tmp_path / "d"), "backup", "list"),
                          capture_output=True, text=True)
     assert res.returncode == 2 and "backups.keep_min" in res.stderr
+
+
+def test_offsite_dir_missing_keeps_the_backup_and_records_why(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, backups={"offsite_dir": str(tmp_path / "nas-not-mounted")})
+    db = _db(settings)
+    bid = bk.create_backup(settings, db, name="weekly", scope={"images": True}, created_by="t", kind="full")
+    out = schedule.run_scheduled_backup(settings, db, bid)
+    assert out["status"] == "completed" and "is the NAS mounted" in out["offsite_error"]
+    assert bk.get_backup(db, bid)["status"] == "completed"
+    assert schedule.offsite_status(db)["error"] == out["offsite_error"]
+    res = subprocess.run(contimg_cmd("--data-dir", str(settings.data_dir), "backup", "create", "--type", "full"),
+                         capture_output=True, text=True,
+                         env={**os.environ, "CONTIMG_BACKUPS__OFFSITE_DIR": str(tmp_path / "nas-not-mounted")})
+    assert res.returncode == 0 and "off-site copy failed" in res.stderr
+    db.dispose()
