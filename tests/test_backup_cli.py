@@ -350,3 +350,24 @@ def test_force_restores_despite_a_holder_and_says_so(data: Path) -> None:
         forced = run(data, "restore", bid, "--yes", "--force")
     assert forced.returncode == 0, forced.stderr
     assert "--force given" in forced.stdout and "database restored" in forced.stdout
+
+
+def test_restore_of_a_copy_from_a_newer_schema_is_refused_before_the_swap(data: Path) -> None:
+    from engine.backups.common import _overall_checksum, _sha256
+
+    assert run(data, "create", "--type", "database_only").returncode == 0
+    b = ids(data)[0]
+    bdir = Path(b["storage_location"])
+    copy = bdir / "database" / "pipeline.sqlite3"
+    conn = sqlite3.connect(copy)
+    conn.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    conn.commit()
+    conn.close()
+    man = json.loads((bdir / "manifest.json").read_text())
+    man["files"][0].update(size=copy.stat().st_size, sha256=_sha256(copy))
+    man["checksum"] = _overall_checksum(man["files"])
+    (bdir / "manifest.json").write_text(json.dumps(man))
+    before = (data / "pipeline.sqlite3").read_bytes()
+    res = run(data, "restore", b["id"], "--yes")
+    assert res.returncode == 1 and "9999_from_the_future" in res.stderr and "does not know" in res.stderr
+    assert (data / "pipeline.sqlite3").read_bytes() == before

@@ -71,10 +71,39 @@ def verify_offline(settings: Any, backup_id: str) -> dict[str, Any]:
             verdict = sqlite_integrity(path / DB_ENTRY)
             if verdict != "ok":
                 reasons.append(f"database copy integrity check: {verdict}")
+            else:
+                check_revision(path / DB_ENTRY)
     except BackupError as exc:
         reasons.append(str(exc))
     return {"backup_id": backup_id, "is_valid": not reasons, "reasons": reasons, "corrupted_files": corrupted,
             "manifest": manifest, "path": str(path)}
+
+
+def check_revision(copy: Path) -> str | None:
+    """The schema revision of a database copy; refused when this contimg cannot migrate from it
+    (a copy made by a newer version), so the live database is never swapped for one it cannot open."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    from engine.db.database import alembic_config
+
+    try:
+        conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return None  # no alembic_version: an unversioned database, migrated from scratch
+    rev = row[0] if row else None
+    if rev is None:
+        return None
+    try:
+        ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(rev)
+    except CommandError:
+        raise BackupError(f"the backup's database is at schema revision {rev}, which this contimg does not "
+                          "know (a newer version wrote it); install that version to restore it") from None
+    return rev
 
 
 def row_counts(path: Path) -> dict[str, int] | str:
