@@ -28,8 +28,10 @@ with ``apply_pending_restore(settings)`` at its next start, before it opens the
 database; the previous database is kept as ``pipeline.sqlite3.pre-restore-<timestamp>``.
 
 Modules: ``create`` (write a backup), ``validate``, ``restore`` (files; the database is
-staged), ``swap`` (apply a staged database), ``retention`` (delete, prune), ``records``
-(list/get). Everything here is synchronous; callers run it in threads (``run_backup`` and
+staged), ``swap`` (apply a staged database), ``offline`` (the shell's database restore with
+nothing running), ``lock`` (who holds the data dir), ``schedule`` (the built-in schedule
+triggers, config on change, off-site copies), ``retention`` (delete, prune by kind),
+``records`` (list/get, metrics). Everything here is synchronous; callers run it in threads (``run_backup`` and
 ``run_restore`` do the slow work and are meant for a worker thread or job).
 """
 
