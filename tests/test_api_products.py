@@ -104,11 +104,12 @@ async def test_image_writes(prt: Any) -> None:
     iid = images[-1]["id"]
     auth = {"Authorization": f"Bearer {prt.token}"}
     async with aiohttp.ClientSession() as http:
-        async with http.post(prt.api_url + f"/api/v1/images/{iid}/regions",
-                             json={"format": "json", "regions": [{"id": "r1", "shape": "circle", "x": 10, "y": 12,
-                                                                  "radius": 4}]}) as resp:
+        regions = {"format": "json", "regions": [{"id": "r1", "shape": "circle", "x": 10, "y": 12, "radius": 4}]}
+        async with http.post(prt.api_url + f"/api/v1/images/{iid}/regions", json=regions) as resp:
+            assert resp.status == 401  # a write acts for a person: anonymous callers are refused first
+        async with http.post(prt.api_url + f"/api/v1/images/{iid}/regions", headers=auth, json=regions) as resp:
             assert resp.status == 200 and (await resp.json())["saved"] == 1
-        async with http.post(prt.api_url + f"/api/v1/images/{iid}/masks",
+        async with http.post(prt.api_url + f"/api/v1/images/{iid}/masks", headers=auth,
                              json={"format": "ds9", "regions": "# Region file\nfk5\ncircle(128.7,54.5,30\")\n"}) as resp:
             assert resp.status == 200 and (await resp.json())["region_count"] == 1
         async with http.post(prt.api_url + f"/api/v1/images/{iid}/rating", headers=auth,
