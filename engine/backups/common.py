@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import multiprocessing
 import json
 import logging
 import os
@@ -220,6 +221,27 @@ def copy_file_paced(src: Path, dst: Path, chunk: int = 16 << 20) -> None:
     shutil.copystat(src, dst)
 
 
+def _copy_pairs(pairs: list[tuple[Path, Path]]) -> None:
+    for a, b in pairs:
+        copy_file_paced(a, b)
+
+
+def copy_files_elsewhere(pairs: list[tuple[Path, Path]]) -> None:
+    """Copy a live database's files from a child process, never from this one.
+
+    POSIX advisory locks belong to a process, and closing *any* descriptor of a file drops all of
+    that process's locks on it: an ``open()``/``close()`` of ``pipeline.sqlite3`` here would
+    silently release the locks our SQLite connections hold, and another process (a stage worker
+    writing its job log) could then write under them — SQLite's "how to corrupt a database" §2.2,
+    and what SIGKILL tests found as "database disk image is malformed". A child process holds no
+    locks to lose. Its errors (disk full, …) come back as the same exceptions.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(_copy_pairs, pairs).result()
+
+
 def copy_database(src: Path, dst: Path) -> None:
     """A consistent copy of a live database as one self-contained file, without stopping its writers.
 
@@ -250,9 +272,8 @@ def copy_database(src: Path, dst: Path) -> None:
         source.execute("BEGIN")
         source.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the read snapshot pins the WAL
         try:
-            copy_file_paced(src, dst)
-            if wal.exists():
-                copy_file_paced(wal, dst_wal)
+            pairs = [(src, dst)] + ([(wal, dst_wal)] if wal.exists() else [])
+            copy_files_elsewhere(pairs)
         finally:
             source.execute("COMMIT")
     finally:
