@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -19,8 +18,7 @@ from typing import Any
 from engine.errors import ConfigError, ContimgError
 from engine.settings import Settings, load_settings
 
-EXIT_CONFIG = 2
-EXIT_RUNTIME = 1
+from contimg_console.cli_common import EXIT_CONFIG, EXIT_RUNTIME, _database  # noqa: F401 - re-exported
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -276,13 +274,6 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def _database(settings: Settings):  # type: ignore[no-untyped-def]
-    from engine.db import Database
-
-    settings.ensure_dirs()
-    return Database(settings.db_path)
-
-
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     db = _database(settings)
     if args.db_command == "upgrade":
@@ -293,101 +284,6 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
         rev, head = db.current_revision(), db.head_revision()
         print(f"{settings.db_path}: revision {rev}" + (" (head)" if rev == head else f" (head is {head})"))
     return 0
-
-
-def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.processing.pause import write_paused
-
-    db = _database(settings)
-    db.upgrade()
-    write_paused(db, args.action == "pause")
-    print(f"engine {'paused' if args.action == 'pause' else 'resumed'} ({settings.db_path})")
-    return 0
-
-
-def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.processing.status import pipeline_status
-
-    db = _database(settings)
-    db.upgrade()
-    report = pipeline_status(db)
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-        return 0
-    print(f"engine: {'PAUSED' if report['paused'] else 'not paused'}")
-    print("groups by state:" + ("" if report["groups"] else " none"))
-    for state, n in report["groups"].items():
-        print(f"  {state:<24} {n}")
-    print("jobs by state:" + ("" if report["jobs"] else " none"))
-    for state, n in report["jobs"].items():
-        print(f"  {state:<24} {n}")
-    print(f"leases held: {len(report['leases'])}")
-    for lease in report["leases"]:
-        print(f"  {lease['id']} {lease['type']} group {lease['group_id']} by {lease['claimed_by']} "
-              f"until {lease['lease_until']}")
-    print(f"failed jobs: {len(report['failed'])}")
-    for job in report["failed"]:
-        kind = f" [{job['error_kind']}]" if job["error_kind"] else ""
-        print(f"  {job['id']} {job['type']} group {job['group_id']} after {job['attempts']} attempts"
-              f"{kind}: {job['error']}")
-    if report["interrupted_not_failed"]:
-        print(f"jobs interrupted by crashes and requeued (no attempt spent): {report['interrupted_not_failed']}")
-    return 0
-
-
-def cmd_reprocess(settings: Settings, args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from engine.services import Services
-
-    def when(text: str, flag: str) -> datetime:
-        try:
-            t = datetime.fromisoformat(text)
-        except ValueError:
-            raise ContimgError(f"{flag} {text!r}: give an ISO time such as 2026-11-29T06:00") from None
-        return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-    db = _database(settings)
-    db.upgrade()
-    try:
-        result = Services(db, settings).queue.reprocess_range(
-            when(args.since, "--from"), when(args.until, "--to"), args.stage,
-            by=os.environ.get("USER", "operator"), priority=args.priority)
-    except ValueError as exc:
-        raise ContimgError(str(exc)) from None
-    print(f"{len(result['queued'])} group(s) queued from {args.stage} at priority {args.priority}; "
-          f"{len(result['skipped'])} skipped")
-    for gid, why in result["skipped"].items():
-        print(f"  skipped {gid}: {why}")
-    return 0
-
-
-def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.services import PipelineControl
-
-    db = _database(settings)
-    db.upgrade()
-    control = PipelineControl(db)
-    if args.failed:
-        result = control.retry_failed(args.reason, by=f"cli:{os.environ.get('USER', 'operator')}")
-        print(f"retried {len(result['retried'])} failed job(s)"
-              + (" that failed only through interruptions" if args.reason == "interrupted" else ""))
-        for job_id in result["retried"]:
-            print(f"  {job_id}")
-        for job_id, why in result["skipped"].items():
-            print(f"  not retried {job_id}: {why}")
-        return 0 if not result["skipped"] else EXIT_RUNTIME
-    if not args.jobs:
-        raise ContimgError("give job ids, or --failed [--reason interrupted|any]")
-    code = 0
-    for job_id in args.jobs:
-        try:
-            job = control.retry(job_id, by=f"cli:{os.environ.get('USER', 'operator')}")
-            print(f"{job.id} {job.type} group {job.group_id}: queued again")
-        except (ContimgError, KeyError) as exc:
-            print(f"{job_id}: not retried: {exc}", file=sys.stderr)
-            code = EXIT_RUNTIME
-    return code
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
@@ -409,177 +305,6 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{gid} ready")
     for gid in incomplete:
         print(f"{gid} incomplete")
-    return 0
-
-
-def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from datetime import datetime
-
-    from engine.simulator import simulate
-
-    start = None
-    if args.start:
-        try:
-            start = datetime.fromisoformat(args.start)
-        except ValueError:
-            raise ConfigError(f"--start {args.start!r} is not an ISO time (e.g. 2026-11-29T08:00:00)") from None
-    groups = simulate(args.out, groups=args.groups, preset=args.preset, dec_deg=args.dec, start=start,
-                      seed=args.seed, faults=tuple(args.faults), rfi=args.rfi, antenna_file=args.antenna_file)
-    for g in groups:
-        print(f"{g.start:%Y-%m-%dT%H:%M:%S}: {len(g.files)} files, truth {g.manifest}")
-    return 0
-
-
-def cmd_convert(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.convert import convert_group
-
-    result = convert_group(args.files, args.out, convention=args.convention,
-                           min_subbands=settings.ingest.min_subbands)
-    print(f"{result.ms_path}: {result.rows} rows, {result.channels} channels, {result.antennas} antennas"
-          + (f", missing subbands {result.missing_subbands}" if result.missing_subbands else ""))
-    return 0
-
-
-def _ms_meta(ms: Path) -> tuple[float, float, float]:
-    """(start MJD, end MJD, phase-centre dec in degrees) of an MS."""
-    import math
-
-    import numpy as np
-    from casacore.tables import table
-
-    if not (ms / "table.dat").exists():
-        raise ContimgError(f"{ms} is not a Measurement Set")
-    with table(str(ms), ack=False) as t:
-        times = t.getcol("TIME")
-    with table(str(ms / "FIELD"), ack=False) as f:
-        dec = float(np.ravel(f.getcol("PHASE_DIR"))[1])
-    return float(times.min()) / 86400, float(times.max()) / 86400, math.degrees(dec)
-
-
-def _num(value: object, fmt: str) -> str:
-    return format(value, fmt) if isinstance(value, (int, float)) else "n/a"
-
-
-def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.calibration.solve_ms import solve_ms
-    from engine.calibration.catalogue import merged_catalogue
-    from engine.calibration.transit import best_calibrator
-
-    cfg = settings.calibration
-    name = args.calibrator
-    if name is None:
-        start, end, dec = _ms_meta(args.ms)
-        best = best_calibrator(start, end, dec, threshold_jy=cfg.calibrator_threshold_jy,
-                               catalogue=merged_catalogue(cfg.catalogue_files or None))
-        if best is None:
-            raise ContimgError(f"no catalogue calibrator transits through the beam of {args.ms}; name one with "
-                               f"--calibrator")
-        name = best.calibrator.name
-    out = args.out or settings.caltables_dir / args.ms.name.removesuffix(".ms")
-    result = solve_ms(str(args.ms), name, out, refant=cfg.refant, solint_s=cfg.solint_s,
-                      qa_thresholds=cfg.qa_thresholds(), catalogue_paths=cfg.catalogue_files or None)
-    m = result["metrics"]
-    g = result["beam_geometry"]
-    print(f"calibrator {result['calibrator']}, refant {result['refant_name']}")
-    print(f"primary beam: {g['mode']}, {g['dish_diameter_m']:g} m dish ({g['dish_source']}); {g['reason']}")
-    print(f"QA {'passed' if result['qa_passed'] else 'FAILED'}: SNR {_num(m.get('snr_median'), '.1f')}, "
-          f"flagged {_num(m.get('data_flagged_fraction'), '.3f')}, antennas {m.get('n_antennas_with_solutions')}/"
-          f"{m.get('n_antennas')}, residual {_num(m.get('residual_ratio'), '.2f')} x thermal, closure phase "
-          f"{_num(m.get('closure_phase_rms_deg'), '.2f')} deg, amplitude/model "
-          f"{_num(m.get('model_amp_ratio_min'), '.4f')}..{_num(m.get('model_amp_ratio_max'), '.4f')}")
-    for reason in result["qa_reasons"]:
-        print(f"  - {reason}")
-    print(f"tables: {result['bandpass_table']} {result['gain_table']}")
-    if args.register:
-        from engine.calibration.registry import Registry
-        from engine.processing.stage_calibrate import _clean
-
-        db = _database(settings)
-        db.upgrade()
-        start, end, dec = _ms_meta(args.ms)
-        with db.session() as s:
-            cs, retired = Registry(cfg).register(
-                s, name=args.ms.name.removesuffix(".ms") + "_" + result["calibrator"], calibrator=result["calibrator"],
-                group_id=None, ms_path=str(args.ms.absolute()), refant=str(result["refant_name"]),
-                solver_params={"solint_s": cfg.solint_s}, dec_deg=dec, mid_mjd=(start + end) / 2,
-                qa_metrics=_clean(m), qa_passed=result["qa_passed"], qa_reasons=result["qa_reasons"],
-                bandpass=str(Path(result["bandpass_table"]).absolute()),
-                gain=str(Path(result["gain_table"]).absolute()))
-            print(f"registered {cs.name} as {cs.status}" + (f"; retired {', '.join(retired)}" if retired else ""))
-    return 0 if result["qa_passed"] else 1
-
-
-def cmd_applycal(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.calibration.apply import apply_calibration
-
-    if bool(args.bandpass) != bool(args.gains):
-        raise ConfigError("give both --bandpass and --gains, or neither (then the registry chooses)")
-    if args.bandpass:
-        out = apply_calibration(str(args.ms), str(args.bandpass), str(args.gains))
-        print(f"applied to {out['rows']} rows ({out['newly_flagged']} samples newly flagged)")
-        return 0
-    from engine.calibration.registry import Registry
-    from engine.processing.stage_calibrate import run_calibrate
-
-    start, end, dec = _ms_meta(args.ms)
-    db = _database(settings)
-    db.upgrade()
-    with db.session() as s:
-        decision = Registry(settings.calibration).find_best_calibration(s, (start + end) / 2, dec)
-    print(f"{decision.action}: {decision.reason}")
-    if decision.action != "use":
-        return 1
-    out = run_calibrate({"ms": str(args.ms), "target_mjd": (start + end) / 2, "decision": decision.as_dict()})
-    print(f"applied {', '.join(out['sets'])} ({out['mode']}) to {out['rows']} rows")
-    return 0
-
-
-def cmd_cal(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.calibration.registry import Registry
-
-    db = _database(settings)
-    db.upgrade()
-    with db.session() as s:
-        decision = Registry(settings.calibration).find_best_calibration(s, args.mjd, args.dec)
-    print(f"decision: {decision.action}" + (f" ({decision.mode})" if decision.mode else ""))
-    print(f"why: {decision.reason}")
-    for u in decision.sets:
-        print(f"  set {u.name} ({u.calibrator}, MJD {u.mid_mjd:.4f}) weight {u.weight:.2f}: {u.bandpass}, {u.gain}")
-    if decision.warning:
-        print(f"warning: {decision.warning}")
-    if decision.wait_until:
-        print(f"waits until {decision.wait_until:%Y-%m-%d %H:%M} UTC at the latest")
-    return 0 if decision.action == "use" else 1
-
-
-def cmd_image(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.imaging.pipeline import image_ms
-
-    cfg = settings.imaging
-    out = args.out or settings.images_dir / args.ms.name.removesuffix(".ms")
-    result = image_ms(str(args.ms), str(out), dict(cfg.params), args.backend or cfg.backend,
-                      qa_thresholds=dict(cfg.qa) or None,
-                      wsclean_path=str(cfg.wsclean_path) if cfg.wsclean_path else None)
-    beam = result["beam"]
-    print(f"{result['products']['image']}: {result['npix']}² px of {result['cell_arcsec']:.2f}\", beam "
-          f"{beam.get('bmaj_arcsec', 0):.1f}\" x {beam.get('bmin_arcsec', 0):.1f}\", noise {result['noise_jy']:.3g} "
-          f"Jy/beam, peak {result['peak_jy']:.3g} Jy/beam, {result['data_column']}")
-    qa = result["qa"]
-    print("QA passed" if qa["passed"] else "QA FAILED: " + "; ".join(qa["reasons"]))
-    return 0 if qa["passed"] else 1
-
-
-def cmd_sources(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.sources.finder import find_sources_fits
-
-    if not args.image.is_file():
-        raise ContimgError(f"{args.image}: no such FITS file")
-    found = find_sources_fits(str(args.image), detect_sigma=args.snr or settings.sources.detect_snr)
-    print(f"{len(found)} sources")
-    print(f"{'ra_deg':>11} {'dec_deg':>10} {'peak_Jy':>9} {'int_Jy':>9} {'err_Jy':>8} {'snr':>7}")
-    for src in found:
-        print(f"{src['ra_deg']:11.5f} {src['dec_deg']:10.5f} {src['peak_jy']:9.4f} {src['int_flux_jy']:9.4f} "
-              f"{src['int_flux_err_jy']:8.4f} {src['snr']:7.1f}")
     return 0
 
 
@@ -630,6 +355,17 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
 
     return run(settings, args)
 
+
+from contimg_console.cli_ops import cmd_engine, cmd_reprocess, cmd_retry, cmd_status  # noqa: E402
+from contimg_console.cli_science import (  # noqa: E402
+    cmd_applycal,
+    cmd_cal,
+    cmd_calibrate,
+    cmd_convert,
+    cmd_image,
+    cmd_simulate,
+    cmd_sources,
+)
 
 _COMMANDS = {
     "backup": cmd_backup,
