@@ -18,7 +18,7 @@ from typing import Any
 from engine.errors import ConfigError, ContimgError
 from engine.settings import Settings, load_settings
 
-from contimg_console.cli_common import EXIT_CONFIG, EXIT_RUNTIME, _database  # noqa: F401 - re-exported
+from contimg_console.cli_common import EXIT_CONFIG, EXIT_RUNTIME, _database, migrated_database  # noqa: F401 - re-exported
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -291,8 +291,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
     from engine.ingest import Ingestor
 
-    db = _database(settings)
-    db.upgrade()
+    db = migrated_database(settings)
     ingestor = Ingestor(settings, db)
     results = ingestor.register(args.paths)
     ready, incomplete = ingestor.finalize()
@@ -311,8 +310,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
     from engine.auth import Accounts
 
-    db = _database(settings)
-    db.upgrade()
+    db = migrated_database(settings)
     accounts = Accounts(db)
     if args.user_command == "list":
         for u in accounts.list_users():
@@ -334,8 +332,7 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from engine.auth import Accounts, AuthError
 
-    db = _database(settings)
-    db.upgrade()
+    db = migrated_database(settings)
     accounts = Accounts(db)
     owner = args.user or args.name
     try:

@@ -13,3 +13,10 @@ def _database(settings: Settings):  # type: ignore[no-untyped-def]
 
     settings.ensure_dirs()
     return Database(settings.db_path)
+
+
+def migrated_database(settings: Settings):  # type: ignore[no-untyped-def]
+    """The data dir's database, migrated to head (what every command that reads or writes it needs)."""
+    db = _database(settings)
+    db.upgrade()
+    return db

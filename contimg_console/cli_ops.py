@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from contimg_console.cli_common import EXIT_RUNTIME, _database
+from contimg_console.cli_common import EXIT_RUNTIME, migrated_database
 from engine.errors import ContimgError
 from engine.settings import Settings
 
@@ -15,8 +15,7 @@ from engine.settings import Settings
 def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
     from engine.processing.pause import write_paused
 
-    db = _database(settings)
-    db.upgrade()
+    db = migrated_database(settings)
     write_paused(db, args.action == "pause")
     print(f"engine {'paused' if args.action == 'pause' else 'resumed'} ({settings.db_path})")
     return 0
@@ -25,8 +24,7 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from engine.processing.status import pipeline_status
 
-    db = _database(settings)
-    db.upgrade()
+    db = migrated_database(settings)
     report = pipeline_status(db)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -64,8 +62,7 @@ def cmd_reprocess(settings: Settings, args: argparse.Namespace) -> int:
             raise ContimgError(f"{flag} {text!r}: give an ISO time such as 2026-11-29T06:00") from None
         return t if t.tzinfo else t.replace(tzinfo=UTC)
 
-    db = _database(settings)
-    db.upgrade()
+    db = migrated_database(settings)
     try:
         result = Services(db, settings).queue.reprocess_range(
             when(args.since, "--from"), when(args.until, "--to"), args.stage,
@@ -82,8 +79,7 @@ def cmd_reprocess(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     from engine.services import PipelineControl
 
-    db = _database(settings)
-    db.upgrade()
+    db = migrated_database(settings)
     control = PipelineControl(db)
     if args.failed:
         result = control.retry_failed(args.reason, by=f"cli:{os.environ.get('USER', 'operator')}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from contimg_console.cli_common import _database
+from contimg_console.cli_common import _database, migrated_database
 from engine.errors import ConfigError, ContimgError
 from engine.settings import Settings
 
@@ -120,8 +120,7 @@ def cmd_applycal(settings: Settings, args: argparse.Namespace) -> int:
     from engine.processing.stage_calibrate import run_calibrate
 
     start, end, dec = _ms_meta(args.ms)
-    db = _database(settings)
-    db.upgrade()
+    db = migrated_database(settings)
     with db.session() as s:
         decision = Registry(settings.calibration).find_best_calibration(s, (start + end) / 2, dec)
     print(f"{decision.action}: {decision.reason}")
@@ -135,8 +134,7 @@ def cmd_applycal(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_cal(settings: Settings, args: argparse.Namespace) -> int:
     from engine.calibration.registry import Registry
 
-    db = _database(settings)
-    db.upgrade()
+    db = migrated_database(settings)
     with db.session() as s:
         decision = Registry(settings.calibration).find_best_calibration(s, args.mjd, args.dec)
     print(f"decision: {decision.action}" + (f" ({decision.mode})" if decision.mode else ""))

@@ -38,6 +38,7 @@ from engine.backups.common import (
 from engine.backups.lock import DataDirBusy, DataDirLock
 from engine.backups.swap import apply_database_restore, pending_restores
 from engine.backups.validate import _verify_files
+from engine.processing.recovery import pid_alive
 
 log = logging.getLogger("engine.backups")
 
@@ -142,24 +143,12 @@ def live_heartbeats(db_path: Path, within_s: float = 120.0) -> list[str]:
             at = datetime.fromisoformat(str(seen))
         except ValueError:
             continue
-        if host == here and not _alive(int(pid or 0)):
+        if host == here and not pid_alive(int(pid or 0)):
             continue  # on this host, a dead pid is a stopped service, however recent its last beat
         at = at if at.tzinfo else at.replace(tzinfo=UTC)
         if (now - at).total_seconds() <= within_s:
             out.append(f"worker {wid} (pid {pid}) seen {(now - at).total_seconds():.0f} s ago")
     return out
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _safety_copy(settings: Any, stamp: str) -> dict[str, Any]:

@@ -64,7 +64,10 @@ class RecoveryReport:
         return "; ".join(parts)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (a pid of 0 or less never does)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -87,7 +90,7 @@ def holder_gone(s: Session, holder: str | None, me: str, lease_s: float, at: dat
         return f"its worker {holder} stopped at {worker.stopped_at:%H:%M:%S}"
     if host == socket.gethostname() and pid_text.isdigit():
         pid = int(pid_text)
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             return f"its process {pid} on {host} no longer exists"
     if worker is not None and worker.last_seen is not None and worker.last_seen < at - timedelta(seconds=lease_s):
         return f"its worker {holder} has not been seen since {worker.last_seen:%H:%M:%S}"
