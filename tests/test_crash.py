@@ -34,6 +34,7 @@ recover_interval_s = 0.5
 retry_base_s = 0.05
 retry_max_s = 0.2
 max_attempts = 50
+max_interruptions = 100  # the poison-pill guard has its own tests; here only survival counts
 """)
     return cfg
 
