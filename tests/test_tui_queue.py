@@ -275,3 +275,23 @@ def test_snapshot_queue_reprocess_choice(snap_compare, db: Database) -> None:  #
 
 
 
+
+
+async def test_the_command_palette_offers_the_screens_actions(db: Database) -> None:
+    from textual.command import CommandPalette
+    from textual.widgets import OptionList
+
+    seed_night(db)
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        app.action_command_palette()
+        await pilot.pause()
+        assert isinstance(app.screen, CommandPalette)
+        await pilot.press(*"reprocess")
+        for _ in range(20):  # the palette searches in the background
+            await pilot.pause(0.05)
+            prompts = [str(o.prompt) for o in app.screen.query_one(OptionList).options]
+            if any("Reprocess" in p for p in prompts):
+                break
+        assert any("Reprocess" in p and "stage" in p for p in prompts), prompts
