@@ -296,7 +296,9 @@ async def test_scheduler_syncs_and_fires(settings: Settings, db: Database) -> No
         job.modify(next_run_time=datetime.now(UTC))
         for _ in range(100):
             execs = await asyncio.to_thread(tr.list_executions, db, t["id"])
-            if execs and bk.get_backup(db, execs[0]["job_id"] or "")["status"] in ("completed", "failed"):
+            # the execution row exists before its backup does: wait for both
+            done = execs and execs[0]["job_id"] and bk.get_backup(db, execs[0]["job_id"])
+            if done and done["status"] in ("completed", "failed"):
                 break
             await asyncio.sleep(0.05)
         assert len(execs) == 1 and execs[0]["status"] == "success" and execs[0]["event_type"] == "schedule"
