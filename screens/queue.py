@@ -52,7 +52,7 @@ def to_paged(row: Any) -> PagedRow:
              row.calibrator_name or ("calibrator" if row.is_calibrator else ""),
              row.state_changed_at.strftime("%m-%d %H:%M") if row.state_changed_at else "", progress_cell(row))
     style = "error" if row.state == "failed" else ("active" if row.running else "")
-    return PagedRow(row.id, (row.group_time, row.id), cells, style)
+    return PagedRow(row.id, (row.group_time, row.id), cells, style, row)
 
 
 class QueueScreen(OperatorActions, RearmedRefresh, Screen[None]):
@@ -221,7 +221,8 @@ class QueueScreen(OperatorActions, RearmedRefresh, Screen[None]):
         if not gid:
             return
         row = self.table.cursor_row()
-        current = row.cells[6].rsplit(" ", 1)[-1] if row and row.cells[6].startswith("queued, priority") else "10"
+        queued = row.data.priority if row is not None and row.data is not None else None
+        current = "10" if queued is None else str(queued)
 
         def problem(text: str) -> str | None:
             return None if text.isdigit() and 0 <= int(text) <= 1000 else "a whole number 0–1000 (lower runs first)"

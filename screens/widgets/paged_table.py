@@ -41,6 +41,7 @@ class PagedRow:
     sort: Any  # the keyset position (e.g. (group_time, id)); passed back as after/before
     cells: tuple[str, ...]
     style: str = ""  # an extra component class: "error", "active"
+    data: Any = None  # the service's row behind the cells (actions read it, not the rendered text)
 
 
 @dataclass(frozen=True)
