@@ -250,6 +250,10 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
     data = settings.model_dump(mode="json")
     data["config_file"] = str(settings.config_file) if settings.config_file else None
     paths = {k: str(v) for k, v in settings.paths().items()}
+    if not settings.database_is_sqlite:
+        paths["database"] = settings.database_label
+        if data.get("database", {}).get("url"):
+            data["database"]["url"] = settings.database_label  # never print the password
     if args.json:
         print(json.dumps({"settings": data, "paths": paths}, indent=2))
         return 0
@@ -279,10 +283,10 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     if args.db_command == "upgrade":
         before = db.current_revision()
         db.upgrade()
-        print(f"{settings.db_path}: {before} → {db.current_revision()} (head)")
+        print(f"{settings.database_label}: {before} → {db.current_revision()} (head)")
     else:
         rev, head = db.current_revision(), db.head_revision()
-        print(f"{settings.db_path}: revision {rev}" + (" (head)" if rev == head else f" (head is {head})"))
+        print(f"{settings.database_label}: revision {rev}" + (" (head)" if rev == head else f" (head is {head})"))
     return 0
 
 

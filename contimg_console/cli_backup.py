@@ -64,7 +64,7 @@ def _db(settings: Settings):  # type: ignore[no-untyped-def]
     from engine.db import Database
 
     settings.ensure_dirs()
-    db = Database(settings.db_path)
+    db = Database.from_settings(settings)
     db.upgrade()
     return db
 

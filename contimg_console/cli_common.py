@@ -12,7 +12,7 @@ def _database(settings: Settings):  # type: ignore[no-untyped-def]
     from engine.db import Database
 
     settings.ensure_dirs()
-    return Database(settings.db_path)
+    return Database.from_settings(settings)
 
 
 def migrated_database(settings: Settings):  # type: ignore[no-untyped-def]

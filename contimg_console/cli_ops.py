@@ -17,7 +17,7 @@ def cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
 
     db = migrated_database(settings)
     write_paused(db, args.action == "pause")
-    print(f"engine {'paused' if args.action == 'pause' else 'resumed'} ({settings.db_path})")
+    print(f"engine {'paused' if args.action == 'pause' else 'resumed'} ({settings.database_label})")
     return 0
 
 

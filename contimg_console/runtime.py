@@ -42,7 +42,7 @@ class Runtime:
         self.settings = settings
         self.with_api = with_api and settings.api.enabled
         self.console_log = console_log
-        self.db = Database(settings.db_path)
+        self.db = Database.from_settings(settings)
         self.bus = EventBus()
         self.services = Services(self.db, settings)
         self.accounts = Accounts(self.db)
@@ -112,8 +112,8 @@ class Runtime:
         try:
             await asyncio.to_thread(self.db.upgrade)
         except Exception as exc:
-            raise StartupError(f"database {s.db_path}: {exc}") from None
-        log.info("database ready", extra={"path": str(s.db_path), "revision": self.db.current_revision()})
+            raise StartupError(f"database {self.db.label}: {exc}") from None
+        log.info("database ready", extra={"path": self.db.label, "revision": self.db.current_revision()})
         if self.with_api:  # bind first: a busy port fails before any work starts
             await self._start_api()
             if not s.read_only:  # the Jupyter page's server starts beside us; until it answers, 503 says so
@@ -287,7 +287,7 @@ class Runtime:
                 ok = rev == head
                 return {"status": "healthy" if ok else "degraded",
                         "message": f"revision {rev}" + ("" if ok else f" (head is {head})"),
-                        "details": {"path": str(self.db.path), "revision": rev}}
+                        "details": {"path": self.db.label, "dialect": self.db.dialect, "revision": rev}}
             except Exception as exc:  # noqa: BLE001 - reported, not raised
                 return {"status": "degraded", "message": f"database error: {exc}", "details": {}}
 

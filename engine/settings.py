@@ -98,6 +98,58 @@ class EngineSettings(_Section):
     registry: str = "engine.processing.pipeline:default_registry"
 
 
+DATABASE_SCHEMES = ("sqlite", "postgresql+psycopg")
+
+
+class DatabaseSettings(_Section):
+    """Where the pipeline's database lives.
+
+    ``url`` None (the default): the SQLite file ``<data_dir>/pipeline.sqlite3``, one host.
+    ``postgresql+psycopg://user:password@host:5432/contimg``: a PostgreSQL database that
+    several hosts write (docs/scaling.md). ``sqlite:////abs/path.sqlite3`` names another file.
+    """
+
+    url: str | None = None
+    # PostgreSQL only: connections each contimg process keeps open, and how many more it may
+    # open under a burst (REST threads, the engine's DB threads). Every host's stage workers
+    # open one more each while a job runs (their job logs).
+    pool_size: int = Field(5, ge=1, le=100)
+    max_overflow: int = Field(5, ge=0, le=100)
+    connect_timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            return None
+        return check_database_url(value)
+
+
+def check_database_url(url: str) -> str:
+    """The URL if contimg can open it; a ValueError naming what is wrong otherwise."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"{url!r} is not a database URL; use sqlite:////path/to/file.sqlite3 or "
+                         "postgresql+psycopg://user:password@host:5432/dbname")
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+asyncpg", "postgresql+pg8000"):
+        raise ValueError(f"scheme {scheme}:// is not supported: write postgresql+psycopg:// (contimg talks to "
+                         "PostgreSQL through psycopg 3, the 'postgres' extra)")
+    if scheme not in DATABASE_SCHEMES:
+        raise ValueError(f"scheme {scheme}:// is not supported; the database is sqlite:// or postgresql+psycopg://")
+    if scheme == "sqlite":
+        if not rest.startswith("//") or not rest[2:]:
+            raise ValueError(f"{url!r}: a SQLite URL names a file: sqlite:////absolute/path.sqlite3")
+        return url
+    host_part, _, db_part = rest.partition("/")
+    dbname = db_part.split("?", 1)[0]
+    if not dbname:
+        raise ValueError(f"{url!r} names no database: postgresql+psycopg://user:password@host:5432/dbname")
+    return url
+
+
 class IngestSettings(_Section):
     """Watching ``incoming/`` and grouping subbands."""
 
@@ -289,6 +341,7 @@ class Settings(BaseSettings):
     read_only: bool = False
     api: ApiSettings = Field(default_factory=ApiSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
     imaging: ImagingSettings = Field(default_factory=ImagingSettings)
@@ -327,7 +380,27 @@ class Settings(BaseSettings):
 
     @property
     def db_path(self) -> Path:
+        """The SQLite database file (the default; see ``database_url`` for PostgreSQL)."""
+        url = self.database.url
+        if url and url.startswith("sqlite:///"):
+            return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
         return self.data_dir / "pipeline.sqlite3"
+
+    @property
+    def database_url(self) -> str:
+        """What ``engine.db.Database`` opens: ``database.url``, or the SQLite file of the data dir."""
+        return self.database.url or f"sqlite:///{self.data_dir / 'pipeline.sqlite3'}"
+
+    @property
+    def database_is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+    @property
+    def database_label(self) -> str:
+        """The database for messages: the SQLite file, or the PostgreSQL URL without its password."""
+        if self.database_is_sqlite:
+            return str(self.db_path)
+        return mask_password(self.database_url)
 
     def subdir(self, name: str) -> Path:
         if name not in DATA_SUBDIRS:
@@ -367,7 +440,9 @@ class Settings(BaseSettings):
         return self.subdir("logs")
 
     def paths(self) -> dict[str, Path]:
-        out = {"data_dir": self.data_dir, "database": self.db_path}
+        out = {"data_dir": self.data_dir}
+        if self.database_is_sqlite:  # a PostgreSQL database has no path (cmd_config prints its URL)
+            out["database"] = self.db_path
         out.update({name: self.subdir(name) for name in DATA_SUBDIRS})
         return out
 
@@ -383,6 +458,15 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"data_dir {self.data_dir} is not writable: {exc.strerror or exc}"
             ) from None
+
+
+def mask_password(url: str) -> str:
+    """``scheme://user:***@host/db`` for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
 
 
 def _has_key(tree: dict[str, Any], loc: tuple[Any, ...]) -> bool:
@@ -453,7 +537,7 @@ def load_settings(
             where = f"config file {path}"
         else:
             where = "settings"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         raise ConfigError(f"{where}: {key}: {msg}") from None

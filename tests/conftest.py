@@ -1,4 +1,12 @@
-"""Shared fixtures: real SQLite files, real runtimes on loopback, never the real data dir."""
+"""Shared fixtures: real SQLite files (or a real PostgreSQL server), real runtimes on loopback, never the
+real data dir.
+
+Two database backends: SQLite (every test) and PostgreSQL (tests marked ``both_backends`` run once on
+each, ``[sqlite]`` and ``[postgresql]``). The PostgreSQL variant gets a fresh database copied from a
+migrated template on a server this session starts in a temp dir (tests/pg_server.py), named by
+``CONTIMG_DATABASE__URL`` so every settings object of the test, and every ``contimg`` subprocess it
+starts, opens it. Without PostgreSQL binaries those variants skip and say why.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,19 @@ from engine.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_backends: run on SQLite and on PostgreSQL (the backend fixture)")
+    config.addinivalue_line("markers", "sqlite_only: inherently about the SQLite file (in a both_backends module)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    node = metafunc.definition
+    if ("backend" in metafunc.fixturenames and node.get_closest_marker("both_backends")
+            and not node.get_closest_marker("sqlite_only")):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +49,53 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     for key in list(os.environ):
         if key.startswith("CONTIMG_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def pg_server():  # type: ignore[no-untyped-def]
+    """A PostgreSQL server for the whole session (skips, with the reason, where none can start)."""
+    from pg_server import PgServer, Unavailable
+
+    try:
+        server = PgServer().start()
+        server.migrated_template()
+    except Unavailable as exc:
+        pytest.skip(f"PostgreSQL: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """"sqlite" or "postgresql" (parametrised for ``both_backends`` tests; "sqlite" otherwise)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(autouse=True)
+def _database_backend(_isolated_home: None, backend: str, request: pytest.FixtureRequest,
+                      monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """On PostgreSQL: a fresh database at head for this test, named in CONTIMG_DATABASE__URL."""
+    if backend != "postgresql":
+        yield None
+        return
+    server = request.getfixturevalue("pg_server")
+    name = server.fresh_database()
+    url = server.url(name)
+    monkeypatch.setenv("CONTIMG_DATABASE__URL", url)
+    try:
+        yield url
+    finally:
+        server.drop_database(name)  # WITH (FORCE): what a killed subprocess left connected goes too
+
+
+def database_of(settings: Settings) -> Database:
+    """The settings' database, migrated to head (its data dir created)."""
+    settings.ensure_dirs()
+    database = Database.from_settings(settings)
+    database.upgrade()
+    return database
 
 
 def free_port() -> int:
@@ -59,9 +127,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def db(settings: Settings) -> Database:
-    settings.ensure_dirs()
-    database = Database(settings.db_path)
-    database.upgrade()
+    database = database_of(settings)
     yield database
     database.dispose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -117,3 +118,43 @@ def test_config_show_prints_every_path(tmp_path: Path) -> None:
         assert name in proc.stdout
     assert str(tmp_path / "d" / "pipeline.sqlite3") in proc.stdout
     assert "api.port = 8000" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u@h/db", "database.url: scheme postgresql:// is not supported: write postgresql+psycopg://"),
+        ("mysql://u@h/db", "database.url: scheme mysql:// is not supported; the database is sqlite:// or "
+                           "postgresql+psycopg://"),
+        ("pipeline.sqlite3", "database.url: 'pipeline.sqlite3' is not a database URL"),
+        ("sqlite:///relative.sqlite3", "a SQLite URL names a file: sqlite:////absolute/path.sqlite3"),
+        ("postgresql+psycopg://u:pw@h:5432/", "names no database"),
+    ],
+)
+def test_bad_database_url_names_the_problem(tmp_path: Path, url: str, expected: str) -> None:
+    cfg = tmp_path / "db.toml"
+    cfg.write_text(f"[database]\nurl = {url!r}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    assert expected in str(err.value) and str(cfg) in str(err.value)
+
+
+def test_database_url_default_and_postgresql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings(None, {"data_dir": tmp_path})
+    assert s.database.url is None and s.database_is_sqlite
+    assert s.database_url == f"sqlite:///{tmp_path / 'pipeline.sqlite3'}" and s.db_path == tmp_path / "pipeline.sqlite3"
+    monkeypatch.setenv("CONTIMG_DATABASE__URL", "postgresql+psycopg://contimg:secret@db.example:5432/contimg")
+    s = load_settings(None, {"data_dir": tmp_path})
+    assert not s.database_is_sqlite and s.database_url.endswith("@db.example:5432/contimg")
+    assert s.database_label == "postgresql+psycopg://contimg:***@db.example:5432/contimg"
+    assert "database" not in s.paths()  # no file: nothing backs it up or swaps it as one
+    monkeypatch.setenv("CONTIMG_DATABASE__URL", f"sqlite:///{tmp_path / 'other.sqlite3'}")
+    assert load_settings(None, {"data_dir": tmp_path}).db_path == tmp_path / "other.sqlite3"
+
+
+def test_config_show_hides_the_database_password(tmp_path: Path) -> None:
+    env = {**os.environ, "CONTIMG_DATABASE__URL": "postgresql+psycopg://contimg:secret@db.example/contimg"}
+    proc = subprocess.run(contimg_cmd("--data-dir", str(tmp_path / "d"), "config", "show"), capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "secret" not in proc.stdout and "contimg:***@db.example/contimg" in proc.stdout

@@ -1,7 +1,11 @@
-"""Which row changes move which listing's version counter (SQLite triggers, see migration 0006).
+"""Which row changes move which listing's version counter (triggers, see migration 0006).
 
 Only columns a listing shows are watched, so a job's lease heartbeat does not make
-every dashboard poll rebuild the jobs list.
+every dashboard poll rebuild the jobs list. The one table below generates both
+dialects: SQLite triggers with the bump in their body, and on PostgreSQL one PL/pgSQL
+trigger function (the listing kind is its argument) with row triggers of the same
+names, events and watched columns. Both fire ``AFTER UPDATE OF <columns>`` when a
+statement's SET names one of the columns, once per changed row.
 """
 
 from __future__ import annotations
@@ -20,7 +24,12 @@ def _name(kind: str, table: str, op: str) -> str:
     return f"trg_listing_{kind}_{table}_{op.lower()}"
 
 
-def create_statements() -> list[str]:
+PG_FUNCTION = "listing_version_bump"
+
+
+def create_statements(dialect: str = "sqlite") -> list[str]:
+    if dialect == "postgresql":
+        return _pg_create_statements()
     out = []
     for kind, watched in LISTING_TRIGGERS.items():
         bump = f"UPDATE listing_versions SET version = version + 1 WHERE kind = '{kind}';"
@@ -32,7 +41,27 @@ def create_statements() -> list[str]:
     return out
 
 
-def drop_statements() -> list[str]:
+def drop_statements(dialect: str = "sqlite") -> list[str]:
+    if dialect == "postgresql":
+        return [f"DROP TRIGGER IF EXISTS {_name(kind, table, op)} ON {table}"
+                for kind, watched in LISTING_TRIGGERS.items() for table, _ in watched
+                for op in ("INSERT", "DELETE", "UPDATE")] + [f"DROP FUNCTION IF EXISTS {PG_FUNCTION}()"]
     return [f"DROP TRIGGER IF EXISTS {_name(kind, table, op)}"
             for kind, watched in LISTING_TRIGGERS.items() for table, _ in watched
             for op in ("INSERT", "DELETE", "UPDATE")]
+
+
+def _pg_create_statements() -> list[str]:
+    out = [f"""CREATE OR REPLACE FUNCTION {PG_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE listing_versions SET version = version + 1 WHERE kind = TG_ARGV[0];
+    RETURN NULL;
+END
+$$"""]
+    for kind, watched in LISTING_TRIGGERS.items():
+        for table, columns in watched:
+            for op in ("INSERT", "DELETE", "UPDATE"):
+                event = f"UPDATE OF {', '.join(columns)}" if op == "UPDATE" and columns else op
+                out.append(f"CREATE TRIGGER {_name(kind, table, op)} AFTER {event} ON {table} "
+                           f"FOR EACH ROW EXECUTE FUNCTION {PG_FUNCTION}('{kind}')")
+    return out

@@ -367,7 +367,7 @@ class Engine:
             transition(s, group.id, group.state, stage.working, reason=f"{stage.job_type} started",
                        worker=self.worker_id, attempt=job.attempts, job_id=job.id)
             params = stage.prepare(s, group, self.settings)
-        params.update(_db_path=str(self.db.path), _job_id=job.id, _attempt=job.attempts)
+        params.update(_db_url=self.db.url, _job_id=job.id, _attempt=job.attempts)
         return params
 
     def _hold(self, s: Any, job: JobView, group: m.ObservationGroup, verdict: Wait) -> None:

@@ -1,7 +1,8 @@
-"""The job queue in SQLite: claims with leases, attempts, backoff and outcomes.
+"""The job queue in the database (SQLite or PostgreSQL): claims with leases, attempts, backoff and outcomes.
 
 The ``jobs`` table is the system of record. A claim is one ``UPDATE … RETURNING``
-on the best ready row, so two workers can never hold the same job; a lease expires
+on the best ready row (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so hosts claiming at
+once take different rows), so two workers can never hold the same job; a lease expires
 by itself when a worker dies, and ``recover_expired`` puts such jobs back (or fails
 them once their attempts are spent). Group state changes ride in the same
 transaction as the job change they belong to (see ``engine.processing.transitions``).
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from engine.db import Database
@@ -94,7 +95,12 @@ class JobQueue:
             best = (select(m.Job.id)
                     .where(m.Job.state == QUEUED, m.Job.run_after <= t, m.Job.type.in_(types))
                     .order_by(m.Job.priority, m.Job.run_after, m.Job.created_at)
-                    .limit(1).scalar_subquery())
+                    .limit(1)
+                    # PostgreSQL: a row another host is claiming right now is skipped, not waited for
+                    # (under READ COMMITTED the loser would re-check the row and claim nothing);
+                    # SQLite, one writer at a time, renders no FOR UPDATE at all.
+                    .with_for_update(skip_locked=True)
+                    .scalar_subquery())
             row = s.execute(
                 update(m.Job)
                 .where(m.Job.id == best, m.Job.state == QUEUED)
@@ -135,7 +141,8 @@ class JobQueue:
             res = s.execute(update(m.Job).where(m.Job.id == job_id, m.Job.claimed_by == worker,
                                                 m.Job.state == RUNNING)
                             .values(state=QUEUED, claimed_by=None, lease_until=None,
-                                    attempts=func.max(m.Job.attempts - 1, 0), error=reason, error_kind="released"))
+                                    attempts=case((m.Job.attempts > 0, m.Job.attempts - 1), else_=0),
+                                    error=reason, error_kind="released"))
             return res.rowcount == 1
 
     def expired(self, s: Session) -> list[m.Job]:

@@ -82,7 +82,8 @@ def resolve(path: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
 
 def run_in_worker(path: str, params: dict[str, Any]) -> dict[str, Any]:
     """Entry point in the pool process: capture the job's log, run the stage, return its outcome."""
-    with joblog.capture(params.get("_db_path"), params.get("_job_id")) as logger:
+    # _db_url: the database's URL (SQLite or PostgreSQL); _db_path: a SQLite file (older engines)
+    with joblog.capture(params.get("_db_url") or params.get("_db_path"), params.get("_job_id")) as logger:
         joblog.mark_worker()  # which process runs the job: if the pool breaks, the engine knows whose worker died
         logger.info("stage %s started (attempt %s)", path, params.get("_attempt"))
         outcome = resolve(path)(params)

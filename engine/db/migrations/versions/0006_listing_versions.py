@@ -3,7 +3,8 @@
 The REST listings (/jobs, /images, /sources, /queries) are served from cached bytes
 that are rebuilt only when this counter moves. Triggers keep it exact for every
 writer — the engine, the CLI in another process, a restore — at the cost of one
-indexed UPDATE per changed row.
+indexed UPDATE per changed row. SQLite gets plain triggers, PostgreSQL a PL/pgSQL
+function and row triggers (engine/db/listing_triggers.py generates both).
 
 Revision ID: 0006
 Revises: 0005
@@ -29,11 +30,11 @@ def upgrade() -> None:
     )
     op.bulk_insert(sa.table('listing_versions', sa.column('kind', sa.String), sa.column('version', sa.Integer)),
                    [{'kind': kind, 'version': 0} for kind in LISTING_TRIGGERS])
-    for statement in create_statements():
+    for statement in create_statements(op.get_bind().dialect.name):
         op.execute(statement)
 
 
 def downgrade() -> None:
-    for statement in drop_statements():
+    for statement in drop_statements(op.get_bind().dialect.name):
         op.execute(statement)
     op.drop_table('listing_versions')
