@@ -84,8 +84,13 @@ def _database_backend(_isolated_home: None, backend: str, request: pytest.Fixtur
     name = server.fresh_database()
     url = server.url(name)
     monkeypatch.setenv("CONTIMG_DATABASE__URL", url)
+    # set up before this fixture, so torn down after it: its tree is still there to check below
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
     try:
         yield url
+        if tmp is not None:  # the PostgreSQL variant really ran on PostgreSQL
+            stray = sorted(tmp.rglob("pipeline.sqlite3"))
+            assert not stray, f"a PostgreSQL test wrote a SQLite database: {stray}"
     finally:
         server.drop_database(name)  # WITH (FORCE): what a killed subprocess left connected goes too
 

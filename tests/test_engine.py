@@ -6,7 +6,10 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
+
+from conftest import database_of
 
 from engine import events
 from engine.db import Database
@@ -19,12 +22,11 @@ from engine.services import PipelineControl
 from engine_helpers import fast_settings, group_states, make_engine, run_until, seed_groups
 from stagefuncs import product_ok, registry_of
 
+pytestmark = pytest.mark.both_backends  # every test on SQLite and on PostgreSQL
+
 
 def _db(settings) -> Database:  # type: ignore[no-untyped-def]
-    settings.ensure_dirs()
-    db = Database(settings.db_path)
-    db.upgrade()
-    return db
+    return database_of(settings)  # SQLite, or the test's PostgreSQL database (both_backends)
 
 
 async def test_groups_flow_through_every_stage(tmp_path: Path) -> None:

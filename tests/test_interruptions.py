@@ -8,7 +8,9 @@ import sys
 
 from sqlalchemy import select
 
-from conftest import contimg_cmd
+import pytest
+
+from conftest import contimg_cmd, database_of
 from engine.db import Database
 from engine.db import models as m
 from engine.processing import states
@@ -18,6 +20,8 @@ from engine.services import PipelineControl
 from engine_helpers import fast_settings, group_states, make_engine, run_until, seed_groups
 from stagefuncs import registry_of
 
+pytestmark = pytest.mark.both_backends  # every test on SQLite and on PostgreSQL
+
 
 def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -26,10 +30,7 @@ def dead_pid() -> int:
 
 
 def _db(settings) -> Database:  # type: ignore[no-untyped-def]
-    settings.ensure_dirs()
-    db = Database(settings.db_path)
-    db.upgrade()
-    return db
+    return database_of(settings)  # SQLite, or the test's PostgreSQL database (both_backends)
 
 
 async def test_a_dead_holder_interrupts_the_job_without_spending_an_attempt(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -75,8 +75,12 @@ async def test_corrupt_group_fails_with_reason_and_engine_goes_on(flow_runtime, 
         assert s.scalar(select(m.MeasurementSet).where(m.MeasurementSet.group_id == ids[1])) is not None
 
 
-async def test_calibrator_transit_flows_to_complete(tmp_path: Path) -> None:
-    """Two tiny groups around a J0834+555 transit: convert → solve → image → measure → complete."""
+@pytest.mark.both_backends
+async def test_calibrator_transit_flows_to_complete(tmp_path: Path, backend: str) -> None:
+    """Two tiny groups around a J0834+555 transit: convert → solve → image → measure → complete.
+
+    On SQLite and on PostgreSQL: the stage workers of the process pool write their job logs (the PROGRESS
+    lines below) straight into the backend's job_logs."""
     from contimg_console.runtime import Runtime
 
     settings = make_settings(tmp_path, ingest={"stable_s": 0, "poll_interval_s": 0.2},
@@ -84,6 +88,7 @@ async def test_calibrator_transit_flows_to_complete(tmp_path: Path) -> None:
                              imaging={"params": {"fov_deg": 0.6, "niter": 300}})
     groups = simulate(tmp_path / "sim", groups=2, preset="tiny", seed=5)
     rt = Runtime(settings)
+    assert rt.db.dialect == backend
     await rt.start()
     try:
         for g in groups:

@@ -15,6 +15,8 @@ from engine.services import Services
 from engine.services.queue import FilterError, QueueFilter
 from tui_helpers import FIXED_NOW, settings_for
 
+pytestmark = pytest.mark.both_backends  # every test on SQLite and on PostgreSQL
+
 
 def services(db: Database) -> Services:
     return Services(db, settings_for(db), clock=lambda: FIXED_NOW)

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from conftest import BACKENDS
 from engine.db import Database
 from engine.db import models as m
 from engine.errors import StateError
@@ -19,11 +20,21 @@ from engine.processing.transitions import transition
 ORDER = [states.PENDING, states.CONVERTED, states.CALIBRATED, states.IMAGED, states.COMPLETE]
 
 
-@pytest.fixture(scope="module")
-def sm_db(tmp_path_factory: pytest.TempPathFactory) -> Database:
-    db = Database(Path(tmp_path_factory.mktemp("sm")) / "sm.sqlite3")
-    db.upgrade()
-    return db
+@pytest.fixture(scope="module", params=BACKENDS)
+def sm_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One database per backend for the whole property test (its examples use fresh group ids)."""
+    if request.param == "sqlite":
+        db = Database(Path(tmp_path_factory.mktemp("sm")) / "sm.sqlite3")
+        db.upgrade()
+        yield db
+        db.dispose()
+        return
+    server = request.getfixturevalue("pg_server")
+    name = server.fresh_database("sm")
+    db = Database(server.url(name))
+    yield db
+    db.dispose()
+    server.drop_database(name)
 
 
 _counter = iter(range(10**9))
@@ -63,6 +74,7 @@ def test_random_operations_never_reach_undefined_states_or_skip(sm_db: Database,
             reached.add(dst)
 
 
+@pytest.mark.both_backends
 def test_cas_rejects_stale_expectation(db: Database) -> None:
     with db.session() as s:
         s.add(m.ObservationGroup(id="g", group_time=datetime(2026, 1, 1, tzinfo=UTC)))

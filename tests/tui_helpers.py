@@ -18,8 +18,16 @@ FIXED_STATUS = {"engine": "running 0/2", "scheduler": "running", "rest": "http:/
 
 
 def settings_for(db: Database) -> Settings:
-    """The settings of the data dir that holds ``db`` (the ``db`` fixture's)."""
-    return load_settings(None, {"data_dir": db.path.parent, "jupyter": {"mode": "off"}})
+    """The settings of the data dir that holds ``db`` (the ``db`` fixture's). A PostgreSQL database (named by
+    CONTIMG_DATABASE__URL, see conftest) has no data dir of its own: it gets a new empty one."""
+    if db.path is None:
+        import tempfile
+        from pathlib import Path
+
+        data_dir = Path(tempfile.mkdtemp(prefix="contimg-data-"))
+    else:
+        data_dir = db.path.parent
+    return load_settings(None, {"data_dir": data_dir, "jupyter": {"mode": "off"}})
 
 
 def make_app(db: Database, *, settings: Settings | None = None, clock: Any = None, **kw: Any) -> Any:
