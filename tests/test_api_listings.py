@@ -1,4 +1,5 @@
-"""Whole-table listings: exact freshness for any writer, ETag revalidation, gzip, coalesced version reads."""
+"""Whole-table listings: exact freshness for any writer, ETag revalidation, gzip negotiation, the bytes served,
+inline and coalesced version reads."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from pydantic import TypeAdapter
 
 from contimg_console.api.jobs import JobSummary
-from contimg_console.api.listing import ListingCache, VersionReader
+from contimg_console.api.listing import ListingCache, SqliteVersions, VersionReader, accepts_gzip
 from contimg_console.api.products import ImageSummary, SourceSummary
 
 
@@ -61,6 +63,119 @@ async def test_gzip_body_is_the_same_json(runtime: Any) -> None:
     assert [r.id for r in rows] == ["i2", "i1", "i0"]  # newest first
     assert rows[0].created_at == datetime(2026, 11, 29, 2, tzinfo=UTC)
     assert orjson.loads(plain)[0]["created_at"] == "2026-11-29T02:00:00Z"
+
+
+def add_sources(db_path: Any, n: int, start: int = 0) -> None:
+    with sqlite3.connect(db_path) as c:
+        c.executemany("INSERT INTO sources (id, name, ra_deg, dec_deg, n_detections, n_images, peak_flux_jy, eta, v) "
+                      "VALUES (?, ?, ?, 54.5, 3, 3, ?, 1.5, 0.05)",
+                      [(f"s{k:06d}", f"DSA J{k:07d}", k * 0.001, 0.01 * k) for k in range(start, start + n)])
+
+
+async def test_full_answer_is_the_shared_precompressed_body_with_its_length(runtime: Any) -> None:
+    """Every gzip answer of one version is the same bytes, exactly Content-Length long, and decodes to the
+    identity answer, which is the JSON of every row; a write makes a new body (and ETag) at once."""
+    add_sources(runtime.settings.db_path, 5000)
+    answers = [await fetch(runtime, "/api/v1/sources", **{"Accept-Encoding": "gzip, deflate, br, zstd"})
+               for _ in range(3)]
+    assert {a[0] for a in answers} == {200} and len({a[1] for a in answers}) == 1
+    _, packed, headers = answers[0]
+    assert headers["Content-Encoding"] == "gzip" and int(headers["Content-Length"]) == len(packed)
+    assert headers["Content-Type"].startswith("application/json")
+    status, plain, plain_headers = await fetch(runtime, "/api/v1/sources")
+    assert status == 200 and "Content-Encoding" not in plain_headers and int(plain_headers["Content-Length"]) == len(plain)
+    assert gzip.decompress(packed) == plain and plain_headers["ETag"] == headers["ETag"]
+    rows = TypeAdapter(list[SourceSummary]).validate_json(plain)
+    assert len(rows) == 5000 and rows[1234].id == "s001234" and rows[1234].name == "DSA J0001234"
+    cached = runtime._runner.app["listings"]._bodies["sources"]
+    assert cached.gz == packed and cached.size == len(plain)  # the bytes served are the cached body itself
+
+    add_sources(runtime.settings.db_path, 1, start=5000)  # another process writes: the next answer has it
+    status, packed2, headers2 = await fetch(runtime, "/api/v1/sources", **{"Accept-Encoding": "gzip",
+                                                                           "If-None-Match": headers["ETag"]})
+    assert status == 200 and headers2["ETag"] != headers["ETag"]
+    assert len(orjson.loads(gzip.decompress(packed2))) == 5001
+
+
+async def test_accept_encoding_is_negotiated_by_its_q_values(runtime: Any) -> None:
+    with sqlite3.connect(runtime.settings.db_path) as c:
+        c.execute("INSERT INTO images (id, path, backend, params, qa_grade, created_at) "
+                  "VALUES ('i1', '/data/images/i1-image.fits', 'builtin', '{}', 'good', '2026-11-29 01:00:00.000000')")
+    _, plain, _ = await fetch(runtime, "/api/v1/images")
+    for header, gzipped in [("gzip", True), ("GZIP", True), ("x-gzip", True), ("*", True), ("br;q=1.0, gzip;q=0.5", True),
+                            ("gzip;q=0", False), ("gzip; q=0.000, *", False), ("identity", False), ("br", False),
+                            ("*;q=0", False), ("", False), ("gzip;q=bogus", False)]:
+        status, body, headers = await fetch(runtime, "/api/v1/images", **{"Accept-Encoding": header})
+        assert status == 200 and headers["Vary"] == "Accept-Encoding", header
+        assert (headers.get("Content-Encoding") == "gzip") is gzipped, header
+        assert (gzip.decompress(body) if gzipped else body) == plain, header
+        assert accepts_gzip(header) is gzipped
+
+
+async def test_if_none_match_lists_weak_tags_and_star(runtime: Any) -> None:
+    _, _, headers = await fetch(runtime, "/api/v1/jobs")
+    etag = headers["ETag"]
+    for header in (etag, f'W/{etag}', f'"other", {etag}', "*"):
+        status, body, h304 = await fetch(runtime, "/api/v1/jobs", **{"If-None-Match": header})
+        assert status == 304 and body == b"" and h304["ETag"] == etag, header
+        assert h304["Cache-Control"] == "no-cache"
+    status, _, _ = await fetch(runtime, "/api/v1/jobs", **{"If-None-Match": '"jobs-0-0000000000000000"'})
+    assert status == 200
+
+
+async def test_sqlite_version_reads_run_on_the_loop_and_see_every_commit(runtime: Any) -> None:
+    """On SQLite no request waits for a thread: the read is on the loop, and still sees a write committed
+    by another process just before the request."""
+    reader = runtime._runner.app["listings"].versions
+    assert isinstance(reader.inline, SqliteVersions)
+    before = reader.thread_reads
+    etag = None
+    for k in range(5):
+        add_sources(runtime.settings.db_path, 1, start=k)
+        status, body, headers = await fetch(runtime, "/api/v1/sources", **({"If-None-Match": etag} if etag else {}))
+        assert status == 200 and len(orjson.loads(body)) == k + 1
+        etag = headers["ETag"]
+        assert (await fetch(runtime, "/api/v1/sources", **{"If-None-Match": etag}))[0] == 304
+    assert reader.inline_reads >= 10 and reader.thread_reads == before
+
+
+def test_inline_version_read_holds_no_snapshot(tmp_path: Any) -> None:
+    """After a read the WAL can be checkpointed to empty: the inline reader keeps no read transaction open."""
+    path = tmp_path / "v.sqlite3"
+    with sqlite3.connect(path) as c:
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE listing_versions (kind TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        c.executemany("INSERT INTO listing_versions VALUES (?, 0)", [("jobs",), ("sources",)])
+    reader = SqliteVersions(path)
+    try:
+        assert reader() == {"jobs": 0, "sources": 0}
+        writer = sqlite3.connect(path, isolation_level=None)
+        writer.execute("UPDATE listing_versions SET version = 7 WHERE kind = 'sources'")
+        assert reader() == {"jobs": 0, "sources": 7}
+        busy, _, _ = writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0
+        writer.close()
+        with pytest.raises(sqlite3.OperationalError):  # a reader never writes
+            reader._conn.execute("UPDATE listing_versions SET version = 0")  # type: ignore[union-attr]
+    finally:
+        reader.close()
+
+
+async def test_a_failing_inline_read_falls_back_to_the_shared_read() -> None:
+    calls = {"inline": 0, "thread": 0}
+
+    def busy() -> dict[str, int]:
+        calls["inline"] += 1
+        raise sqlite3.OperationalError("database is locked")
+
+    def slow() -> dict[str, int]:
+        calls["thread"] += 1
+        return {"k": 4}
+
+    reader = VersionReader(slow, busy)
+    results = await asyncio.gather(*(reader.read() for _ in range(10)))
+    assert {r[1]["k"] for r in results} == {4} and calls == {"inline": 10, "thread": 1}
+    assert reader.inline_reads == 0 and reader.thread_reads == 1
 
 
 async def test_only_listed_job_columns_move_the_jobs_version(runtime: Any) -> None:

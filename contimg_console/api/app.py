@@ -32,7 +32,7 @@ from contimg_console.api import (
 )
 from contimg_console.api.auth import make_authorizer
 from contimg_console.api.errors import error_middleware
-from contimg_console.api.listing import ListingCache
+from contimg_console.api.listing import ListingCache, inline_versions
 from contimg_console.api.routing import Router
 from engine.products import Products
 
@@ -78,7 +78,8 @@ def build_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=api.max_body_bytes)
     app["runtime"] = runtime
     listings = app["listings"] = ListingCache(Products(runtime.db).listing_versions,
-                                              max_stale_s=api.listing_max_stale_s)
+                                              max_stale_s=api.listing_max_stale_s,
+                                              inline_read=inline_versions(runtime.db))
 
     async def stop_listings(_: web.Application) -> None:
         listings.close()  # the build process starts with the first listing request

@@ -26,10 +26,16 @@ def _db(path: str) -> Database:
     return Database(path)
 
 
-def encode(build: Callable[[], Any]) -> tuple[bytes, bytes, str]:
-    """(JSON, its gzip, a digest): datetimes as ISO 8601 with Z, non-finite floats as null."""
+GZIP_LEVEL = 6  # 17.1 MB of 100k sources: 1.67 MB in 0.13 s (level 9: 1.60 MB in 0.5 s, level 5: 1.72 MB)
+
+
+def encode(build: Callable[[], Any]) -> tuple[bytes, str, int]:
+    """(the gzip of the JSON, a digest of the JSON, the JSON's length): datetimes as ISO 8601 with Z,
+    non-finite floats as null. Only the gzip leaves the build process: the server decodes the JSON
+    itself only for the rare client that does not take gzip."""
     raw = orjson.dumps(build(), option=JSON_OPTIONS)
-    return raw, gzip.compress(raw, compresslevel=5, mtime=0), hashlib.blake2b(raw, digest_size=8).hexdigest()
+    gz = gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0)
+    return gz, hashlib.blake2b(raw, digest_size=8).hexdigest(), len(raw)
 
 
 def images(db_path: str) -> list[dict[str, Any]]:
