@@ -222,6 +222,9 @@ def _print_counts(before: dict[str, int] | str, after: dict[str, int] | str, tit
 
 def _restore(settings: Settings, args: argparse.Namespace) -> int:
     from engine.backups import lock, offline
+    from engine.backups.common import require_sqlite
+
+    require_sqlite(settings, "the offline restore")  # a PostgreSQL database: pg_restore's job
 
     check = offline.verify_offline(settings, args.id)
     if not check["is_valid"]:

@@ -170,6 +170,15 @@ def _coerce(p: Param, value: Any) -> Any:
     return str(value)
 
 
+def sqlite_only(settings: Any) -> None:
+    """The templates open the SQLite file read-only; on a PostgreSQL database a TemplateError says so."""
+    if not getattr(settings, "database_is_sqlite", True):
+        raise TemplateError("the notebook templates open the SQLite database file read-only; this data dir's "
+                            f"database is {settings.database_label}: connect to it from the notebook with "
+                            "psycopg and a read-only PostgreSQL role instead (templates for PostgreSQL are "
+                            "not done)")
+
+
 def render(template_id: str, parameters: dict[str, Any], db_path: str, kernel_name: str = "python3") -> str:
     """The notebook (JSON text) for ``template_id`` with ``parameters`` filled in."""
     t = TEMPLATES.get(template_id)

@@ -332,7 +332,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     from contimg_console.api import listing_rows
     from contimg_console.api.products import cached_listing
 
-    return await cached_listing(request, "jobs", partial(listing_rows.jobs, str(rt(request).settings.db_path)),
+    return await cached_listing(request, "jobs", partial(listing_rows.jobs, rt(request).db.url),
                                 in_process=True)
 
 

@@ -25,7 +25,7 @@ from contimg_console.jupyter import (
     JupyterUnavailable,
     notebook_path,
 )
-from engine.notebooks import TEMPLATES, TemplateError, render
+from engine.notebooks import TEMPLATES, TemplateError, render, sqlite_only
 
 router = Router()
 T = TypeVar("T")
@@ -250,6 +250,10 @@ async def launch(request: web.Request, body: LaunchBody) -> Launched:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", body.name).strip("-.") or "notebook"
     path = stem if stem.endswith(".ipynb") else f"{stem}.ipynb"
     kernel_name = body.kernel_name or "python3"
+    try:
+        sqlite_only(rt(request).settings)
+    except TemplateError as exc:
+        raise ApiError(409, str(exc), code="CONFLICT") from None
     text = await _j(asyncio.to_thread(render, body.template_id, body.parameters,
                                       str(rt(request).settings.db_path), kernel_name))
     saved = await _j(gw.save_notebook(path, text))

@@ -304,7 +304,7 @@ async def cached_listing(request: web.Request, kind: str, build: Any, key: Any =
 @router.route("GET", "/api/v1/images", summary="All images, newest first", response=list[ImageSummary],
               responses=NOT_MODIFIED, tags=("images",))
 async def list_images(request: web.Request) -> web.Response:
-    return await cached_listing(request, "images", partial(listing_rows.images, str(rt(request).settings.db_path)),
+    return await cached_listing(request, "images", partial(listing_rows.images, rt(request).db.url),
                                 in_process=True)
 
 
@@ -514,7 +514,7 @@ async def export_sources(request: web.Request, query: BulkQuery) -> web.Response
 @router.route("GET", "/api/v1/sources", summary="All sources", response=list[SourceSummary],
               responses=NOT_MODIFIED, tags=("sources",))
 async def list_sources(request: web.Request) -> web.Response:
-    return await cached_listing(request, "sources", partial(listing_rows.sources, str(rt(request).settings.db_path)),
+    return await cached_listing(request, "sources", partial(listing_rows.sources, rt(request).db.url),
                                 in_process=True)
 
 

@@ -246,7 +246,8 @@ async def scs_search(request: web.Request) -> web.Response:
 
 async def _sync(request: web.Request) -> web.Response:
     params = await _params(request)
-    return _vot(await asyncio.to_thread(tap.sync, rt(request).settings.db_path, params))
+    settings = rt(request).settings
+    return _vot(await asyncio.to_thread(tap.sync, settings.db_path, params, tap.unavailable_on(settings)))
 
 
 @router.route("GET", "/api/v1/vo/tap/sync", summary="TAP sync query (LANG=ADQL&QUERY=…[&MAXREC=n])", tags=VO_TAGS,
@@ -281,6 +282,9 @@ async def tap_tables(request: web.Request) -> web.Response:
               content_type="text/xml")
 async def tap_availability(request: web.Request) -> web.Response:
     path = rt(request).settings.db_path
+    unavailable = tap.unavailable_on(rt(request).settings)
+    if unavailable:
+        return _xml(vosi.availability(False, unavailable))
     up = await asyncio.to_thread(os.access, path, os.R_OK)
     return _xml(vosi.availability(up, "accepting queries" if up else f"database {path} is not readable"))
 
@@ -289,9 +293,11 @@ def _tap_dir(request: web.Request):
     return rt(request).settings.exports_dir / "tap"
 
 
-def _run_dashboard_query(db_path, folder, query_id: str, query: str) -> dict:
+def _run_dashboard_query(db_path, folder, query_id: str, query: str, unavailable: str | None = None) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     try:
+        if unavailable:
+            raise VOError(unavailable)
         res = tap.execute(db_path, query)
         body = table_document(res.columns, res.rows, tap.META, overflow=res.overflow)
         out = {"query_id": query_id, "status": "completed", "result_count": len(res.rows),
@@ -311,7 +317,7 @@ def _run_dashboard_query(db_path, folder, query_id: str, query: str) -> dict:
 async def tap_query(request: web.Request, body: TapQueryBody) -> TAPResult:
     runtime = rt(request)
     out = await asyncio.to_thread(_run_dashboard_query, runtime.settings.db_path, _tap_dir(request),
-                                  uuid.uuid4().hex, body.query)
+                                  uuid.uuid4().hex, body.query, tap.unavailable_on(runtime.settings))
     return TAPResult(**out)
 
 

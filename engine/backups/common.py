@@ -48,6 +48,16 @@ class BackupError(ContimgError):
     """A backup or restore cannot be done; the message says why (and names the entry)."""
 
 
+def require_sqlite(settings: Any, what: str) -> None:
+    """Backups copy the SQLite file: on a PostgreSQL database ``what`` is refused, saying what to use."""
+    if getattr(settings, "database_is_sqlite", True):
+        return
+    raise BackupError(f"{what} works on the SQLite database file only, and this data dir's database is "
+                      f"{settings.database_label}: backups of a PostgreSQL database are pg_dump's job "
+                      "(pg_dump -Fc, restored with pg_restore; or the server's base backups and WAL archive), "
+                      "and the data dir's products are copied by your file backups (docs/scaling.md)")
+
+
 class UnsafeEntryError(BackupError):
     """A manifest entry would write outside the data dir (traversal, absolute path, symlink)."""
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from engine.backups.common import (
+    require_sqlite,
     BACKUP_TYPES,
     DB_ENTRY,
     IDEMPOTENCE_WINDOW,
@@ -69,6 +70,7 @@ def create_backup(settings: Any, db: Database, *, name: str, backup_type: str = 
     With ``request_key``: a backup with that key pending, running or completed in the
     last 10 minutes is returned instead of a new one (clients retry their POSTs).
     """
+    require_sqlite(settings, "contimg backup")
     if backup_type not in BACKUP_TYPES:
         raise BackupError(f"backup type {backup_type!r} is not one of {', '.join(BACKUP_TYPES)}")
     norm = _normalise_scope(scope)
@@ -188,7 +190,7 @@ def _write_backup(settings: Any, db: Database, rec: m.BackupRecord, tmp: Path) -
 
     db_copy = tmp / DB_ENTRY
     db_copy.parent.mkdir(parents=True)
-    copy_database(Path(db.path), db_copy)
+    copy_database(db.require_sqlite("a backup", "back it up with pg_dump"), db_copy)
     _annotate_copy(db_copy, rec.id, str(Path(settings.backups_dir) / rec.id))
     verdict = sqlite_integrity(db_copy)
     if verdict != "ok":

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.backups.common import (
+    require_sqlite,
     DB_ENTRY,
     MANIFEST,
     TMP_PREFIX,
@@ -253,9 +254,10 @@ def _complete_own_row(db: Any, backup_id: str, manifest: dict[str, Any]) -> None
 def restore_database_offline(settings: Any, backup_id: str, *, force: bool = False) -> dict[str, Any]:
     """Replace the live database with a backup's copy; see the module docstring for the steps.
 
-    Raises BackupError (invalid backup, data dir in use) before anything is changed."""
+    Raises BackupError (invalid backup, data dir in use, a PostgreSQL database) before anything is changed."""
     from engine.db import Database
 
+    require_sqlite(settings, "the offline restore")
     check = verify_offline(settings, backup_id)
     if not check["is_valid"]:
         raise BackupError(f"backup {backup_id} is not valid, refusing to restore: {'; '.join(check['reasons'])}")

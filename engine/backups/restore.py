@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import update
 
 from engine.backups.common import (
+    require_sqlite,
     DB_ENTRY,
     RESTORE_BYTES_PER_S,
     BackupError,
@@ -160,6 +161,7 @@ def _same(target: Path, entry: dict[str, Any]) -> bool:
 def start_restore(settings: Any, db: Database, backup_id: str, *, scope: dict[str, Any],
                   overwrite_existing: bool = False, started_by: str, notes: str | None = None) -> str:
     """Record a pending restore job and return its id; ``run_restore`` does the work."""
+    require_sqlite(settings, "restoring a backup")
     norm = _normalise_scope(scope, subset=True)
 
     def _do() -> str:

@@ -75,6 +75,10 @@ def seed_schedules(settings: Any, db: Database) -> list[str]:
 
     if not settings.backups.schedules:
         return []
+    if not getattr(settings, "database_is_sqlite", True):  # they would copy a SQLite file there is not
+        log.info("built-in backup schedules not seeded: the database is PostgreSQL (%s); back it up with "
+                 "pg_dump", settings.database_label)
+        return []
     with db.session() as s:
         row = s.get(m.KeyValue, SEEDED_KEY)
         seeded = dict(row.value) if row is not None else {}

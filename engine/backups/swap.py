@@ -73,6 +73,11 @@ def apply_pending_restore(settings: Any) -> dict[str, Any] | None:
     Returns None when nothing is staged, else {"applied", "previous", "restore_id",
     "superseded"}. Older staged copies are renamed ``*.superseded`` (kept, not applied).
     """
+    if not getattr(settings, "database_is_sqlite", True):
+        if pending_restores(settings):  # left from the SQLite days: never applied to another database
+            log.warning("staged SQLite database restores in %s are ignored: the database is %s",
+                        settings.data_dir, settings.database_label)
+        return None
     staged = pending_restores(settings)
     if not staged:
         return None

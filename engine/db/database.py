@@ -190,9 +190,14 @@ class Database:
             command.downgrade(cfg, revision)
 
     def current_revision(self) -> str:
-        with self.engine.connect() as conn:
-            ctx = MigrationContext.configure(conn)
-            return ctx.get_current_revision() or HEAD_REVISION_UNKNOWN
+        try:
+            with self.engine.connect() as conn:
+                ctx = MigrationContext.configure(conn)
+                return ctx.get_current_revision() or HEAD_REVISION_UNKNOWN
+        except DBAPIError as exc:
+            if self.is_sqlite:
+                raise
+            raise DatabaseError(f"cannot read {self.label}: {exc.orig or exc}") from exc
 
     @staticmethod
     def head_revision() -> str:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from engine import backups as bk
 from engine import triggers as tg
@@ -419,10 +419,8 @@ class BackupService(AreaService):
                 conn.close()
         except sqlite3.DatabaseError:
             backup = {}
+        names = [n for n in inspect(self.db.engine).get_table_names() if n != "alembic_version"]
         with self.db.session() as s:
-            names = [r[0] for r in s.execute(text(
-                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
-                "AND name != 'alembic_version'"))]
             live = {n: int(s.execute(text(f'SELECT count(*) FROM "{n}"')).scalar_one()) for n in names}
         return [TableCount(n, backup.get(n), live.get(n)) for n in sorted(set(backup) | set(live))]
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, true
+from sqlalchemy import case, func, literal_column, select, true
 
 from engine.calibration import lifecycle
 from engine.calibration.lifecycle import LifecycleError, ResolvePlan
@@ -256,7 +256,12 @@ class CalibrationService(AreaService):
                 changed = {k: v for k, v in used_then.items()
                            if self.settings.calibration.qa_thresholds().get(k) != v}
                 note = "solved under other thresholds: " + ", ".join(f"{k} {v}" for k, v in sorted(changed.items()))
-            je = func.json_each(m.MeasurementSet.cal_sets_applied).table_valued("value")
+            col = m.MeasurementSet.cal_sets_applied
+            if s.get_bind().dialect.name == "postgresql":  # json_each is SQLite's; a non-array is no rows
+                arr = case((func.json_typeof(col) == "array", col), else_=literal_column("'[]'::json"))
+                je = func.json_array_elements_text(arr).table_valued("value")
+            else:
+                je = func.json_each(col).table_valued("value")
             used = s.execute(select(m.MeasurementSet.group_id, m.ObservationGroup.state)
                              .select_from(m.MeasurementSet).join(je, true())
                              .join(m.ObservationGroup, m.ObservationGroup.id == m.MeasurementSet.group_id)

@@ -228,6 +228,19 @@ def maxrec(params: Mapping[str, str]) -> int:
     return min(value, HARD_MAXREC)
 
 
+def unavailable_on(settings: Any) -> str | None:
+    """Why the TAP service cannot run on this data dir's database (None: it can).
+
+    Its safety rests on SQLite's authorizer and a read-only file connection; a PostgreSQL
+    database would need a read-only role and views of its own, which are not done."""
+    if getattr(settings, "database_is_sqlite", True):
+        return None
+    return ("the TAP service reads the SQLite database file (SQLite's authorizer keeps it to the published "
+            f"columns); this data dir's database is {settings.database_label}, and TAP on PostgreSQL is not "
+            "supported: use the REST listings (/api/v1/sources, /api/v1/images) or SQL with a read-only "
+            "PostgreSQL role")
+
+
 def execute(db_path: Path, adql: str, limit: int = DEFAULT_MAXREC, timeout_s: float = TIMEOUT_S) -> Result:
     """Run one ADQL query; at most ``limit`` rows, aborted after ``timeout_s`` seconds."""
     sql = translate(adql)
@@ -254,10 +267,13 @@ def execute(db_path: Path, adql: str, limit: int = DEFAULT_MAXREC, timeout_s: fl
     return Result(columns, [[finite(v) for v in r] for r in rows[:limit]], overflow, sql)
 
 
-def sync(db_path: Path, params: Mapping[str, str]) -> bytes:
-    """The /sync response for a TAP request's parameters (case-insensitive names)."""
+def sync(db_path: Path, params: Mapping[str, str], unavailable: str | None = None) -> bytes:
+    """The /sync response for a TAP request's parameters (case-insensitive names); ``unavailable``
+    (see ``unavailable_on``) answers every query with that error."""
     p = {k.upper(): v for k, v in params.items()}
     try:
+        if unavailable:
+            raise VOError(unavailable)
         request = p.get("REQUEST", "doQuery")
         if request.lower() != "doquery":
             raise VOError(f"REQUEST must be doQuery, not {request!r}")
