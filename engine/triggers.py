@@ -34,7 +34,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from engine.units import retry_busy
-from engine.db import Database
+from engine.db import Database, writers_lock
 from engine.db import models as m
 from engine.errors import ContimgError
 
@@ -524,7 +524,9 @@ def create_trigger(db: Database, data: dict[str, Any], user: str | None) -> dict
 
     def _do() -> str:
         with db.session() as s:
-            # Take the write lock first (no-op UPDATE) so concurrent retries of one POST see each other.
+            # Take the write lock first (no-op UPDATE) so concurrent retries of one POST see each other
+            # (on PostgreSQL, where that takes no lock, an advisory one).
+            writers_lock(s, "create_trigger")
             s.execute(update(m.PipelineTrigger).where(m.PipelineTrigger.id == "")
                       .values(updated_at=m.PipelineTrigger.updated_at))
             existing = s.scalar(select(m.PipelineTrigger.id).where(

@@ -68,6 +68,17 @@ def is_url(value: str | Path) -> bool:
     return isinstance(value, str) and "://" in value
 
 
+def writers_lock(session: Session, name: str) -> None:
+    """Serialise one kind of read-then-write transaction across processes and hosts.
+
+    SQLite has one writer at a time, so a transaction that reads, decides and writes
+    cannot interleave with another's write; PostgreSQL under READ COMMITTED can. There a
+    transaction-scoped advisory lock named ``name`` makes the read wait for the other
+    holder's commit (released at commit or rollback). A no-op on SQLite."""
+    if session.get_bind().dialect.name == POSTGRESQL:
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"contimg:{name}"})
+
+
 class Database:
     """The pipeline's database: its engine, session factory and migration helpers.
 

@@ -25,6 +25,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from engine.db import models as m
+from engine.db import writers_lock
 from engine.processing import states
 from engine.processing.queue import FAILED, QUEUED, RUNNING, now
 from engine.processing.stages import StageRegistry
@@ -152,6 +153,7 @@ def recover(db: Any, registry: StageRegistry, settings: Any, me: str) -> Recover
     report = RecoveryReport()
     t = now()
     with db.session() as s:
+        writers_lock(s, "recover")  # hosts sharing a PostgreSQL job table recover one at a time
         for job in list(s.scalars(select(m.Job).where(m.Job.state == RUNNING, or_(
                 m.Job.lease_until < t, m.Job.claimed_by != me, m.Job.claimed_by.is_(None))))):
             gone = holder_gone(s, job.claimed_by, me, cfg.lease_s, t)
@@ -187,6 +189,7 @@ def reconcile(db: Any, enqueue_next: Any) -> int:
     """Queue the next stage of every group resting without a job (crash between commits, new stage)."""
     count = 0
     with db.session() as s:
+        writers_lock(s, "reconcile")  # one host at a time: the second sees the jobs the first queued
         busy = select(m.Job.group_id).where(m.Job.state.in_((QUEUED, RUNNING)), m.Job.group_id.is_not(None))
         resting = s.scalars(select(m.ObservationGroup).where(
             m.ObservationGroup.state.in_(states.RESTING), m.ObservationGroup.state != states.COMPLETE,
