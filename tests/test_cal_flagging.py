@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from engine.calibration.flagging import flag_fractions, flag_rfi, sumthreshold
+from engine.calibration.flagging import flag_fractions, flag_rfi, flagged_per_baseline, sumthreshold
 from engine.calibration.synthetic import inject_rfi, synthesize
 
 SIGMA = 2.3   # Jy per real and per imaginary part of one visibility (12.9 s, 244 kHz)
@@ -107,3 +107,27 @@ def test_flag_fractions_counts():
     ant, chan, tim, overall = flag_fractions(f, a1, a2, 3)
     assert ant.tolist() == [1.0, 0.5, 0.0]
     assert overall == 0.5 and chan.tolist() == [0.5] * 4 and tim.tolist() == [0.5, 0.5]
+
+
+def test_in_place_flagging_gives_the_same_flags_in_the_input_array(rfi_case):
+    """The solve stage flags its one flag cube in place (memory): same answer as a copy."""
+    obs, _mask, _ampl, res = rfi_case
+    flags = np.zeros(obs.vis.shape, bool)
+    flags[:, 3, 100:110] = True                         # existing flags are kept
+    copy = flag_rfi(obs.vis, flags.copy(), obs.ant1, obs.ant2)
+    inplace = flag_rfi(obs.vis, flags, obs.ant1, obs.ant2, in_place=True)
+    assert inplace.flags is flags
+    assert np.array_equal(inplace.flags, copy.flags)
+    assert inplace.new_fraction == pytest.approx(copy.new_fraction)
+    assert flags[:, 3, 100:110].all()
+    with pytest.raises(ValueError, match="C-ordered bool"):
+        flag_rfi(obs.vis, flags.astype(np.uint8), obs.ant1, obs.ant2, in_place=True)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 8, 2), (2, 4, 7, 1), (1, 3, 5, 3)])
+def test_flagged_per_baseline_is_a_count_per_baseline(shape):
+    rng = np.random.default_rng(4)
+    flags = rng.random(shape) < 0.3
+    expect = flags.transpose(1, 0, 2, 3).reshape(shape[1], -1).sum(axis=1)
+    assert np.array_equal(flagged_per_baseline(flags), expect)
+    assert np.array_equal(flagged_per_baseline(np.asfortranarray(flags)), expect)

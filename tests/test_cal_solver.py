@@ -265,3 +265,27 @@ def test_lazy_model_matches_array_model():
     np.testing.assert_allclose(a.bandpass, b.bandpass, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a.gains, b.gains, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(a.flags, b.flags)
+
+
+def test_bad_antennas_from_the_input_cube_or_its_counts():
+    """An antenna whose data were not flagged upstream but carry noise only is named, whether
+    QA is given the input flag cube or its flagged samples per baseline (the solve stage keeps
+    only the counts, to hold one flag cube)."""
+    from engine.calibration.flagging import flagged_per_baseline
+    from engine.calibration.qa import bad_antennas
+
+    obs = synthesize(nant=12, nchan=32, ntime=12, sigma=1.0, seed=8)
+    vis = obs.vis.copy()
+    deaf = 6
+    on = (obs.ant1 == deaf) | (obs.ant2 == deaf)
+    rng = np.random.default_rng(9)
+    vis[:, on] = (rng.standard_normal(vis[:, on].shape) + 1j * rng.standard_normal(vis[:, on].shape)) * 20
+    flags = np.zeros(vis.shape, bool)
+    res = solve_calibration(vis, obs.model, flags.copy(), obs.ant1, obs.ant2, obs.times, obs.freqs)
+    from_cube = bad_antennas(res, obs.ant1, obs.ant2, flags)
+    from_counts = bad_antennas(res, obs.ant1, obs.ant2, flagged_per_baseline(flags))
+    assert from_cube == from_counts
+    assert deaf in from_counts
+    m = compute_metrics(res, obs.ant1, obs.ant2, None, flagged_per_baseline(flags))
+    cross = obs.ant1 != obs.ant2
+    assert m["data_flagged_fraction"] == pytest.approx(float(res.flags[:, cross].mean()))

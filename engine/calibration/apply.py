@@ -257,7 +257,10 @@ class _Corrector:
         key = a1_rows.astype(np.int64) * nant + a2_rows
         ukey, self.bidx = np.unique(key, return_inverse=True)
         ua1, ua2 = ukey // nant, ukey % nant
-        self.BB = Binv[ua1] * np.conj(Binv[ua2])                                # (Nbl, C, P)
+        self.BB = np.empty((ukey.size,) + Binv.shape[1:], np.complex64)           # (Nbl, C, P)
+        for k0 in range(0, ukey.size, 512):                                     # no cube-sized temporaries
+            k = slice(k0, k0 + 512)
+            np.multiply(Binv[ua1[k]], np.conj(Binv[ua2[k]]), out=self.BB[k])
         self.Bbad = (bf[ua1] | bf[ua2]) if bf.any() else None
         self.a1, self.a2 = a1_rows, a2_rows
 

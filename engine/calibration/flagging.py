@@ -239,6 +239,22 @@ def flag_fractions(flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, nant: 
     return ant_frac, chan_frac, time_frac, overall
 
 
+def flagged_per_baseline(flags: np.ndarray) -> np.ndarray:
+    """Flagged samples per baseline, (nbl,) int64, of a (ntime, nbl, ...) flag cube: a
+    popcount of eight flags at a time (numpy bools are bytes 0 or 1), one integration at a
+    time, so the cube is neither copied nor converted."""
+    T, Nb = flags.shape[:2]
+    n = int(np.prod(flags.shape[2:], dtype=np.int64))
+    out = np.zeros(Nb, np.int64)
+    for t in range(T):
+        ft = np.ascontiguousarray(flags[t], dtype=bool).reshape(Nb, n)
+        if n % 8 == 0:
+            out += np.bitwise_count(ft.view(np.uint64)).sum(axis=1, dtype=np.int64)
+        else:
+            out += np.count_nonzero(ft, axis=1)
+    return out
+
+
 def _cross_flag_count(flags: np.ndarray, cross: np.ndarray) -> int:
     """Number of flagged cross-correlation samples (a fast popcount, autos subtracted)."""
     n = int(np.count_nonzero(flags))
@@ -253,7 +269,7 @@ def flag_rfi(vis: np.ndarray, flags: np.ndarray | None = None, ant1: np.ndarray 
              time_windows=(1, 2, 4, 8, 16), freq_windows=(1, 2, 4, 8, 16, 32, 64),
              spectral_smooth: int | None = None, temporal_smooth: int = 11, broadcast_fraction: float | None = 0.1,
              block_baselines: int = 32, mad_stride: int = 4, threads: int = 2,
-             nant: int | None = None) -> FlagResult:
+             nant: int | None = None, in_place: bool = False) -> FlagResult:
     """Flag RFI, zeros/NaNs and autocorrelations.
 
     vis: (ntime, nbl, nchan, npol) complex; flags: same shape bool (existing,
@@ -264,7 +280,9 @@ def flag_rfi(vis: np.ndarray, flags: np.ndarray | None = None, ant1: np.ndarray 
     default C // 48 clipped to 5..15 (15 for a 768-channel group).  It must
     exceed twice the width of persistent RFI and be short against real
     bandpass structure (which matters only at high per-visibility SNR).
-    Returns a FlagResult (the input arrays are not modified).
+    Returns a FlagResult; the input arrays are not modified unless ``in_place``, where
+    ``flags`` (a C-ordered bool array of the data's shape) receives the new flags and is
+    ``result.flags``: a full-size group then holds one flag cube, not two.
     """
     T, Nb, C, P = vis.shape
     if spectral_smooth is None:   # ~ one subband's worth of a 768-channel group, 5..15 channels
@@ -278,10 +296,14 @@ def flag_rfi(vis: np.ndarray, flags: np.ndarray | None = None, ant1: np.ndarray 
     if vis.dtype != np.complex64:
         vis = vis.astype(np.complex64)
     in_flags = np.zeros(vis.shape, bool) if flags is None else np.asarray(flags, dtype=bool)
-    out = np.array(in_flags, dtype=bool, order="C", copy=True)
     auto = ant1 == ant2
-    out[:, auto] = True
     cross = ~auto
+    before = 0.0 if flags is None else _cross_flag_count(in_flags, cross) / max(1, int(cross.sum()) * T * C * P)
+    if in_place and flags is not None and (not isinstance(flags, np.ndarray) or flags.dtype != bool
+                                           or flags.shape != vis.shape or not flags.flags.c_contiguous):
+        raise ValueError("in_place flagging needs a C-ordered bool flag array of the data's shape")
+    out = in_flags if in_place and flags is not None else np.array(in_flags, dtype=bool, order="C", copy=True)
+    out[:, auto] = True
     cross_idx = np.nonzero(cross)[0]
     blocks = [cross_idx[i:i + block_baselines] for i in range(0, cross_idx.size, block_baselines)]
     # both polarisations of a sample as one 16-bit word (0x0101 = both flagged)
@@ -348,10 +370,5 @@ def flag_rfi(vis: np.ndarray, flags: np.ndarray | None = None, ant1: np.ndarray 
             out[ti[:, None], cross_idx[None, :], ci[:, None]] = True
 
     ant_frac, chan_frac, time_frac, overall = flag_fractions(out, ant1, ant2, nant)
-    if flags is None:
-        new_frac = overall
-    else:
-        ncross = int(cross.sum())
-        before = _cross_flag_count(in_flags, cross) / max(1, ncross * T * C * P)
-        new_frac = overall - before
+    new_frac = overall - before
     return FlagResult(out, ant_frac, chan_frac, time_frac, overall, new_frac)

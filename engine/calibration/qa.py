@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .flagging import flagged_per_baseline
 from .solver import SolveResult
 
 __all__ = ["QAThresholds", "QAResult", "compute_metrics", "evaluate_qa"]
@@ -68,22 +69,32 @@ def _finite_median(x: np.ndarray) -> float:
     return float(np.median(x)) if x.size else float("nan")
 
 
+def _per_baseline(flags_or_counts: np.ndarray) -> np.ndarray:
+    """Flagged samples per baseline from a flag cube, or the counts themselves if given."""
+    x = np.asarray(flags_or_counts)
+    return x.astype(np.int64) if x.ndim == 1 else flagged_per_baseline(x)
+
+
 def bad_antennas(result: SolveResult, ant1: np.ndarray, ant2: np.ndarray,
-                 input_flags: np.ndarray | None = None) -> list[int]:
+                 input_flags: np.ndarray | None = None, *, final_flagged: np.ndarray | None = None) -> list[int]:
     """Antennas the input called good but calibration had to discard: at least half of
-    their cross-correlation samples unflagged on input (``input_flags``; the final flags
-    when not given), and then either less than half of those kept by the RFI/outlier
-    flagging or good gains (unflagged, above the solver's SNR floor) less than half the
-    time.  A dead or disconnected antenna whose data were not flagged upstream."""
+    their cross-correlation samples unflagged on input (``input_flags``: the input flag
+    cube or its flagged samples per baseline; the final flags when not given), and then
+    either less than half of those kept by the RFI/outlier flagging or good gains
+    (unflagged, above the solver's SNR floor) less than half the time.  A dead or
+    disconnected antenna whose data were not flagged upstream.  ``final_flagged``: the
+    final flags' counts per baseline, if already known."""
     a1, a2 = np.asarray(ant1), np.asarray(ant2)
     cross = np.nonzero(a1 != a2)[0]
     if cross.size == 0:
         return []
     nant = result.nant
-    final = result.flags[:, cross]
-    given = final if input_flags is None else input_flags[:, cross]
-    inp = (~given).mean(axis=(0, 2, 3))                                   # per cross baseline
-    kept = (~final).mean(axis=(0, 2, 3))
+    T, _, C, P = result.flags.shape
+    per_bl = float(T * C * P)                                             # samples per baseline
+    final = _per_baseline(result.flags if final_flagged is None else final_flagged)[cross]
+    given = final if input_flags is None else _per_baseline(input_flags)[cross]
+    inp = 1.0 - given / per_bl                                            # unflagged fraction per cross baseline
+    kept = 1.0 - final / per_bl
 
     def per_antenna(x):
         num = np.bincount(a1[cross], x, nant) + np.bincount(a2[cross], x, nant)
@@ -133,11 +144,13 @@ def compute_metrics(result: SolveResult, ant1: np.ndarray | None = None,
     else:
         ph_sc = np.zeros(G.shape[1:])
         amp_sc = np.zeros(G.shape[1:])
+    final_flagged = flagged_per_baseline(result.flags)                  # one popcount pass, no cube copy
+    T, Nb, C, P = result.flags.shape
     if ant1 is not None and ant2 is not None:
         cross = np.asarray(ant1) != np.asarray(ant2)
-        data_ff = float(result.flags[:, cross].mean()) if cross.any() else 1.0
+        data_ff = float(final_flagged[cross].sum() / (cross.sum() * T * C * P)) if cross.any() else 1.0
     else:
-        data_ff = float(result.flags.mean())
+        data_ff = float(final_flagged.sum() / max(1, result.flags.size))
     return {
         "snr_median": _finite_median(gs),
         "bandpass_snr_median": _finite_median(bs),
@@ -154,7 +167,7 @@ def compute_metrics(result: SolveResult, ant1: np.ndarray | None = None,
         "outliers_flagged": int(result.outliers_flagged),
         "bad_antennas": [] if ant1 is None or ant2 is None else [
             antenna_names[a] if antenna_names and a < len(antenna_names) else a
-            for a in bad_antennas(result, ant1, ant2, input_flags)],
+            for a in bad_antennas(result, ant1, ant2, input_flags, final_flagged=final_flagged)],
     }
 
 

@@ -31,12 +31,14 @@ allow.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from engine.robust import robust_complex_rms
 
 from .interpolate import interpolate_in_time
+from .solver import PointSourceModel
 
 MAX_TRIANGLES = 4000
 
@@ -58,7 +60,7 @@ def _triangles(present: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def corrected_checks(vis: np.ndarray, flags: np.ndarray, model, result, ant1: np.ndarray, ant2: np.ndarray,
                      times_s: np.ndarray, *, max_samples: float = 2e7, max_stat_samples: float = 2e6,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, threads: int = 2) -> dict:
     """Metrics of the corrected calibrator against ``model`` (see the module docstring).
 
     vis/flags: (ntime, nbl, nchan, npol) as solved; model: (ntime, nbl, nchan) array or a
@@ -91,43 +93,87 @@ def corrected_checks(vis: np.ndarray, flags: np.ndarray, model, result, ant1: np
     Bf = result.bandpass_flags | (B == 0)
     # the robust rms of a few million samples is as good as of all of them (MAD error ~ 1/sqrt(n))
     keep = max(1, int(math.ceil(T * cross.size * chans.size * P / max_stat_samples)))
-    resid, diffs = [], []
     ratios = np.full(T, np.nan)
-    rho = np.zeros((T, cross.size), np.complex128)        # channel-averaged corrected / model per baseline
-    rho_w = np.zeros((T, cross.size))
     step = max(1, int(2 ** 21 // max(1, C * P)))          # baselines per chunk: temporaries of ~16 MB each
-    for t in range(T):
-        Jt = g[t][:, None, :] * B                          # (nant, C, P)
-        bad = gf[t][:, None, :] | Bf
-        m_t = model.block(t) if hasattr(model, "block") else np.asarray(model[t])
-        num_t, w_t = 0j, 0.0
-        for k0 in range(0, cross.size, step):
-            ks = slice(k0, min(cross.size, k0 + step))
-            bl = cross[ks]
-            p_, q_ = a1[bl], a2[bl]
-            den = Jt[p_] * np.conj(Jt[q_])
-            ok = ~(flags[t, bl] | bad[p_] | bad[q_])
-            ok &= den != 0
-            m = np.asarray(m_t[bl], dtype=np.complex64)
-            mP = m[:, :, None] if m.ndim == 2 else m
-            corr = np.zeros(den.shape, np.complex64)
-            np.divide(vis[t, bl], den, out=corr, where=ok)
-            w = np.abs(np.broadcast_to(mP, corr.shape)) ** 2
-            w *= ok
-            num = (corr * np.conj(mP)).sum(axis=(1, 2), dtype=np.complex128)
-            wsum = w.sum(axis=(1, 2), dtype=np.float64)
-            rho[t, ks] = np.where(wsum > 0, num / np.maximum(wsum, 1e-30), 0)
-            rho_w[t, ks] = wsum
-            num_t += num.sum()
-            w_t += wsum.sum()
-            r = corr[:, chans] - np.broadcast_to(mP, corr.shape)[:, chans]
-            okc = ok[:, chans]
+    lazy = hasattr(model, "block")
+    point = isinstance(model, PointSourceModel)           # |M|^2 = S(t, nu)^2 on every baseline
+    # 1 / (B_p B_q*) per baseline, 0 where either bandpass is flagged and on autocorrelations:
+    # the corrected data are V * inv_bb * inv_gg (multiplies, no complex division), and the
+    # chunks below are plain slices of baselines (no gathers of the data cube)
+    inv_bb = np.zeros((Nb, C, P), np.complex64)
+    is_cross = a1 != a2
+    for k0 in range(0, Nb, step):
+        ks = slice(k0, min(Nb, k0 + step))
+        p_, q_ = a1[ks], a2[ks]
+        den = B[p_] * np.conj(B[q_])
+        np.divide(1, den, out=inv_bb[ks], where=~(Bf[p_] | Bf[q_]) & (den != 0) & is_cross[ks, None, None])
+    bb_ok = inv_bb != 0
+    del den
+    s2_all = (model._flux32.astype(np.float32) ** 2) if point else None
+    rho_all = np.zeros((T, Nb), np.complex128)
+    w_all = np.zeros((T, Nb))
+
+    def one_time(t: int, resid: list, diffs: list) -> None:
+        gg = g[t][a1] * np.conj(g[t][a2])                                  # (Nb, P)
+        inv_gg = np.zeros_like(gg)
+        np.divide(1, gg, out=inv_gg, where=~(gf[t][a1] | gf[t][a2]) & (gg != 0))
+        gg_ok = inv_gg != 0
+        m_t = None if lazy else np.asarray(model[t])
+        X = np.empty((min(step, Nb), C, P), np.complex64)
+        for k0 in range(0, Nb, step):
+            ks = slice(k0, min(Nb, k0 + step))
+            n = ks.stop - k0
+            y = X[:n]
+            np.multiply(vis[t, ks], inv_bb[ks], out=y)                    # V / (B_p B_q*), 0 if unusable
+            fl = flags[t, ks]
+            np.copyto(y, 0, where=fl)
+            ok = ~fl
+            ok &= bb_ok[ks]
+            m = model.block(t, k0, ks.stop) if lazy else np.asarray(m_t[ks], dtype=np.complex64)   # (n, C[, P])
+            mc = np.conj(m)
+            w2 = s2_all[t][None, None, :] if point else (m.real ** 2 + m.imag ** 2)
+            if m.ndim == 2:   # one model for both polarisations: batched (1, C) x (C, P) products
+                num_p = np.matmul(mc[:, None, :], y)[:, 0, :]
+                w_p = np.matmul(w2 if point else w2[:, None, :], ok.view(np.uint8))[:, 0, :]
+            else:
+                num_p = (y * mc).sum(axis=1, dtype=np.complex128)
+                w_p = (w2 * ok).sum(axis=1, dtype=np.float64)
+            num = (num_p * inv_gg[ks]).sum(axis=1, dtype=np.complex128)  # the gains are flat in frequency
+            wsum = (w_p * gg_ok[ks]).sum(axis=1, dtype=np.float64)
+            rho_all[t, ks] = np.where(wsum > 0, num / np.maximum(wsum, 1e-30), 0)
+            w_all[t, ks] = wsum
+            # residual statistics on the channel pairs only
+            mP = m[:, chans, None] if m.ndim == 2 else m[:, chans]
+            r = y[:, chans] * inv_gg[ks, None, :] - mP
+            okc = ok[:, chans] & gg_ok[ks, None, :]
             r[~okc] = 0
-            resid.append(r[okc][::keep])
+            resid.append(r[okc][::keep].copy())       # a copy: a view would keep all of r[okc] alive
             both = okc[:, pair] & okc[:, pair + 1]
-            diffs.append((r[:, pair + 1] - r[:, pair])[both][::keep])
+            diffs.append((r[:, pair + 1] - r[:, pair])[both][::keep].copy())
+        num_t, w_t = (rho_all[t] * w_all[t]).sum(), w_all[t].sum()
         if w_t > 0:
             ratios[t] = float(num_t.real / w_t)
+
+    # integrations on two threads (numpy releases the GIL); each thread keeps its own lists,
+    # joined in time order so the subsampled statistics do not depend on the scheduling
+    shares = [list(range(T))[i::threads] for i in range(max(1, min(threads, T)))]
+    parts: list[tuple[dict, dict]] = [({}, {}) for _ in shares]
+
+    def run(i: int) -> None:
+        for t in shares[i]:
+            parts[i][0][t], parts[i][1][t] = [], []
+            one_time(t, parts[i][0][t], parts[i][1][t])
+
+    if len(shares) > 1:
+        with ThreadPoolExecutor(max_workers=len(shares)) as ex:
+            list(ex.map(run, range(len(shares))))
+    else:
+        run(0)
+    by_t_r = {t: v for part in parts for t, v in part[0].items()}
+    by_t_d = {t: v for part in parts for t, v in part[1].items()}
+    resid = [x for t in range(T) for x in by_t_r[t]]
+    diffs = [x for t in range(T) for x in by_t_d[t]]
+    rho, rho_w = rho_all[:, cross], w_all[:, cross]
     r_all = np.concatenate(resid) if resid else np.zeros(0, np.complex64)
     d_all = np.concatenate(diffs) if diffs else np.zeros(0, np.complex64)
     rr = robust_complex_rms(r_all)

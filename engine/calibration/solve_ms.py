@@ -20,7 +20,7 @@ from engine.processing import progress
 from .apply import apply_calibration, read_ms_for_solve, store_flags
 from .caltable import write_bandpass_table, write_gain_table
 from .catalogue import Calibrator, find_calibrator, merged_catalogue
-from .flagging import flag_rfi
+from .flagging import flag_rfi, flagged_per_baseline
 from .geometry import read_beam_geometry
 from .qa import QAThresholds, evaluate_qa
 from .qa_data import corrected_checks
@@ -61,10 +61,15 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
     timings["read"] = time.perf_counter() - t0
     flags = d.flags
     rfi_fraction = None
+    # what QA and the stored flags need of the input flags, kept small: flagged samples per
+    # baseline and the autocorrelations' flags (the cube itself is flagged and solved in place)
+    input_flagged = flagged_per_baseline(d.flags)
+    auto = d.ant1 == d.ant2
+    auto_flags = d.flags[:, auto].copy() if auto.any() else None
     progress.report("calibration", 1, 6, "steps (flag)")
     if flag:
         t0 = time.perf_counter()
-        fr = flag_rfi(d.vis, d.flags, d.ant1, d.ant2, nant=d.nant, **(flag_kwargs or {}))
+        fr = flag_rfi(d.vis, d.flags, d.ant1, d.ant2, nant=d.nant, in_place=True, **(flag_kwargs or {}))
         flags = fr.flags
         rfi_fraction = fr.new_fraction
         timings["flag"] = time.perf_counter() - t0
@@ -84,7 +89,7 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
     t0 = time.perf_counter()
     progress.report("calibration", 3, 6, "steps (solve)")
     res = solve_calibration(d.vis, model, flags, d.ant1, d.ant2, d.times, d.freqs, nant=d.nant,
-                            refant=refant, solint_s=solint_s, copy_flags=flags is not d.flags)
+                            refant=refant, solint_s=solint_s, copy_flags=not write_flags)
     timings["solve"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     progress.report("calibration", 4, 6, "steps (qa)")
@@ -92,7 +97,7 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
     timings["qa"] = time.perf_counter() - t0
     del model
     qa = evaluate_qa(res, qa_thresholds, d.ant1, d.ant2, data_checks=checks, antenna_names=list(d.antenna_names),
-                     input_flags=d.flags)
+                     input_flags=input_flagged)
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,9 +111,8 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
     wf = None
     if write_flags:
         wf = res.flags
-        auto = d.ant1 == d.ant2
-        if auto.any():   # autocorrelations are excluded from the solve, not bad: keep their flags
-            wf[:, auto] = d.flags[:, auto]
+        if auto_flags is not None:   # autocorrelations are excluded from the solve, not bad: keep their flags
+            wf[:, auto] = auto_flags
     applied = None
     rows = d.as_rows(wf) if apply and qa.passed else None
     if rows is not None:
@@ -139,5 +143,7 @@ def solve_ms(ms_path: str | os.PathLike, calibrator: str | Calibrator, out_dir: 
         "rfi_flagged_fraction": None if rfi_fraction is None else float(rfi_fraction),
         "beam_geometry": geometry.as_dict(),
         "timings_s": {k: float(v) for k, v in timings.items()},
+        "solver_timings_s": {k.removesuffix("_s"): float(res.iterations[k])
+                             for k in ("prepare_s", "bandpass_s", "gains_s", "residual_s")},
         "applied": applied,
     }

@@ -520,6 +520,19 @@ class SolveResult:
 
 # ----------------------------------------------------------------------------- solve
 
+def reweighted_spectra(Z: np.ndarray, Zw: np.ndarray, wc: np.ndarray, w2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-integration sums over channel blocks of coarse spectra Z, Zw (T, Nb, P, NB)
+    weighted by wc (complex) and w2 (real) (Nb, P, NB): one integration at a time, so the
+    products need no temporary of the spectra's size."""
+    Zs = np.empty(Z.shape[:-1], np.complex64)
+    Ws = np.empty(Zw.shape[:-1], np.float32)
+    wc = wc.astype(np.complex64, copy=False)
+    for t in range(Z.shape[0]):
+        Zs[t] = (Z[t] * wc).sum(axis=-1)
+        Ws[t] = (Zw[t] * w2).sum(axis=-1)
+    return Zs, Ws
+
+
 def _expand_model(model_t: np.ndarray) -> np.ndarray:
     return model_t if model_t.ndim == 3 else model_t[..., None]
 
@@ -747,8 +760,10 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         """Bandpass (nant, P, C) from per-baseline sums A, D (Nb, P, C); B0 warm start or None."""
         t0 = time.perf_counter()
         g0 = None if B0 is None else B0.reshape(nant, P * C).T
-        sol, nit, den, nbl_ok = _solve_problems(A[cross].reshape(-1, P * C), D[cross].reshape(-1, P * C),
-                                                a1c, a2c, nant, g0, max_iter=max_iter, tol=tol, threads=threads)
+        # all baselines, no gather of the cross ones: the autocorrelations' sums are 0 (flagged),
+        # so their diagonal entries of the problem matrices stay 0
+        sol, nit, den, nbl_ok = _solve_problems(A.reshape(Nb, P * C), D.reshape(Nb, P * C),
+                                                ant1, ant2, nant, g0, max_iter=max_iter, tol=tol, threads=threads)
         sol, sfl, den = finish(sol, den, nbl_ok)
         iters["bandpass"].append(nit)
         Bn = sol.T.reshape(nant, P, C).transpose(0, 2, 1)                     # (nant, C, P)
@@ -785,13 +800,12 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
 
     BSTEP = 512     # baselines per step of the whole-array products below (small temporaries)
 
-    def bb_of(Bi, out=None):
-        """B_p conj(B_q) per baseline (Nb, P, C), autocorrelations 0."""
-        out = np.empty((Nb, P, C), np.complex64) if out is None else out
-        for b0 in range(0, Nb, BSTEP):
-            b1 = min(Nb, b0 + BSTEP)
-            np.multiply(Bi[ant1[b0:b1]], np.conj(Bi[ant2[b0:b1]]), out=out[b0:b1])
-        out[auto] = 0
+    def bb_of(Bi, b0, b1, out=None):
+        """B_p conj(B_q) of baselines b0:b1 (n, P, C), autocorrelations 0: made per block of
+        baselines where it is needed (a whole-array copy would be 57 MB at full size)."""
+        out = np.empty((b1 - b0, P, C), np.complex64) if out is None else out
+        np.multiply(Bi[ant1[b0:b1]], np.conj(Bi[ant2[b0:b1]]), out=out)
+        out[auto[b0:b1]] = 0
         return out
 
     def block_means(x, w):
@@ -804,7 +818,8 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
     def noise_sigma2(Bi, G, times_sample) -> np.ndarray:
         """Robust E|r|^2 per pol (median |r|^2 / ln 2) on some integrations and channels."""
         cs = slice(None, None, max(1, C // 48))
-        bbs = Bi[a1c][:, :, cs] * np.conj(Bi[a2c][:, :, cs])                  # (Nbc, P, Cs)
+        Bc = Bi[:, :, cs]                                                     # channels first: small gathers
+        bbs = Bc[a1c] * np.conj(Bc[a2c])                                      # (Nbc, P, Cs)
         vals = [[] for _ in range(P)]
         for t in times_sample:
             g = G[tidx[t]]
@@ -826,20 +841,19 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
 
     # ---- B1 from the time sums, G1 from the coarse spectra weighted by B1's block means
     Bi, Bflag_i, Bden_i = solve_B(A1, D1, None)
-    bb_cur = bb_of(Bi)
     beta = np.empty((Nb, P, NB), np.complex64)                                   # block means of B1 B1*
     for b0 in range(0, Nb, BSTEP):
-        beta[b0:b0 + BSTEP] = block_means(bb_cur[b0:b0 + BSTEP], D1[b0:b0 + BSTEP])
+        b1 = min(Nb, b0 + BSTEP)
+        beta[b0:b1] = block_means(bb_of(Bi, b0, b1), D1[b0:b1])
     t0 = time.perf_counter()
-    Zs = (Z1 * np.conj(beta).astype(np.complex64)).sum(axis=-1)
-    Ws = (Z1w * (np.abs(beta) ** 2).astype(np.float32)).sum(axis=-1)
+    Zs, Ws = reweighted_spectra(Z1, Z1w, np.conj(beta), (np.abs(beta) ** 2).astype(np.float32))
     iters["gains_s"] += time.perf_counter() - t0
     G, Gflag, Gden = solve_G(Zs, Ws, None)
     del Zs, Ws, beta
 
     stat_times = set(np.unique(np.linspace(0, T - 1, min(T, 8)).astype(int)).tolist())
 
-    def pass2(bbA, G, flag_outliers, thr2, A, D, Z, Zw):
+    def pass2(Bi, G, flag_outliers, thr2, A, D, Z, Zw):
         """Flag outliers with (B, G); return G-weighted sums A, D (Nb, P, C) for the next B,
         B-weighted coarse spectra Z, Zw (T, Nb, P, NB) of the cleaned data, baseline
         residual statistics and the number of new flags."""
@@ -855,12 +869,13 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         def work(share):
             buf = Buffers()
             bbc_b = np.empty((nbk, P, C), np.complex64)
+            bbA_b = np.empty((nbk, P, C), np.complex64)
             bb2_b = np.empty((nbk, P, C), np.float32)
             n_new = 0
             for b0, b1 in share:
                 n = b1 - b0
                 a1b, a2b = ant1[b0:b1], ant2[b0:b1]
-                bbA_c = bbA[b0:b1]
+                bbA_c = bb_of(Bi, b0, b1, out=bbA_b[:n])
                 R, Q, N, Q2 = buf.R[:n], buf.Q[:n], buf.N[:n], buf.Q2[:n]
                 ggt = (gt[:, a1b] * np.conj(gt[:, a2b])).transpose(1, 2, 0)       # (n, P, T)
                 ggc = np.conj(ggt)
@@ -922,9 +937,7 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         if flag_out:
             sig2 = noise_sigma2(Bi, G, np.unique(np.linspace(0, T - 1, min(T, 4)).astype(int)))
             thr2 = (outlier_sigma ** 2 * sig2 / 2.0).astype(np.float32)                   # (P,)
-        if r > 1:
-            bb_cur = bb_of(Bi, out=bb_cur)
-        A, D, Z, Zw, blsum, blcnt, n_new = pass2(bb_cur, G, flag_out, thr2, A1, D1, Z1, Z1w)
+        A, D, Z, Zw, blsum, blcnt, n_new = pass2(Bi, G, flag_out, thr2, A1, D1, Z1, Z1w)
         if flag_out:
             nok = blcnt[cross]                                                # (Nbc, P)
             mean_amp = np.where(nok > 0, blsum[cross] / np.maximum(nok, 1), np.nan)
@@ -946,7 +959,6 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         iters["residual_s"] += time.perf_counter() - t0
         # B2 with the G1-weighted sums; then the gains of the cleaned data, from the
         # B1-weighted coarse spectra re-weighted to B2 block by block
-        bb_old = bb_cur
         B_old = Bi
         Bi, Bflag_i, Bden_i = solve_B(A, D, Bi)
         t0 = time.perf_counter()
@@ -956,17 +968,18 @@ def solve_calibration(vis: np.ndarray, model: np.ndarray, flags: np.ndarray | No
         for b0 in range(0, Nb, BSTEP):
             b1 = min(Nb, b0 + BSTEP)
             rho = ratio[ant1[b0:b1]] * np.conj(ratio[ant2[b0:b1]])
-            bo = bb_old[b0:b1]
+            bo = bb_of(B_old, b0, b1)
             w = D[b0:b1] * (bo.real ** 2 + bo.imag ** 2)     # G-weighted time sums of w |M|^2 |B1 B1|^2
             rho_k[b0:b1] = block_means(rho, w)
             rho2_k[b0:b1] = block_means(rho.real ** 2 + rho.imag ** 2, w)
-        Zs = (Z * np.conj(rho_k)).sum(axis=-1)
-        Ws = (Zw * rho2_k).sum(axis=-1)
+        Zs, Ws = reweighted_spectra(Z, Zw, np.conj(rho_k), rho2_k)
         del rho, w, bo
         iters["gains_s"] += time.perf_counter() - t0
         G, Gflag, Gden = solve_G(Zs, Ws, G)
         r += 1
 
+    # the passes' sums (A..Zw are the same buffers): freed before the last residuals
+    A1 = D1 = Z1 = Z1w = A = D = Z = Zw = None  # noqa: F841
     t0 = time.perf_counter()
     sigma2 = noise_sigma2(Bi, G, np.unique(np.linspace(0, T - 1, min(T, 6)).astype(int)))
     iters["residual_s"] += time.perf_counter() - t0
