@@ -83,7 +83,8 @@ async def test_full_answer_is_the_shared_precompressed_body_with_its_length(runt
     assert headers["Content-Encoding"] == "gzip" and int(headers["Content-Length"]) == len(packed)
     assert headers["Content-Type"].startswith("application/json")
     status, plain, plain_headers = await fetch(runtime, "/api/v1/sources")
-    assert status == 200 and "Content-Encoding" not in plain_headers and int(plain_headers["Content-Length"]) == len(plain)
+    assert status == 200 and "Content-Encoding" not in plain_headers
+    assert int(plain_headers["Content-Length"]) == len(plain)
     assert gzip.decompress(packed) == plain and plain_headers["ETag"] == headers["ETag"]
     rows = TypeAdapter(list[SourceSummary]).validate_json(plain)
     assert len(rows) == 5000 and rows[1234].id == "s001234" and rows[1234].name == "DSA J0001234"
@@ -102,9 +103,9 @@ async def test_accept_encoding_is_negotiated_by_its_q_values(runtime: Any) -> No
         c.execute("INSERT INTO images (id, path, backend, params, qa_grade, created_at) "
                   "VALUES ('i1', '/data/images/i1-image.fits', 'builtin', '{}', 'good', '2026-11-29 01:00:00.000000')")
     _, plain, _ = await fetch(runtime, "/api/v1/images")
-    for header, gzipped in [("gzip", True), ("GZIP", True), ("x-gzip", True), ("*", True), ("br;q=1.0, gzip;q=0.5", True),
-                            ("gzip;q=0", False), ("gzip; q=0.000, *", False), ("identity", False), ("br", False),
-                            ("*;q=0", False), ("", False), ("gzip;q=bogus", False)]:
+    for header, gzipped in [("gzip", True), ("GZIP", True), ("x-gzip", True), ("*", True),
+                            ("br;q=1.0, gzip;q=0.5", True), ("gzip;q=0", False), ("gzip; q=0.000, *", False),
+                            ("identity", False), ("br", False), ("*;q=0", False), ("", False), ("gzip;q=bogus", False)]:
         status, body, headers = await fetch(runtime, "/api/v1/images", **{"Accept-Encoding": header})
         assert status == 200 and headers["Vary"] == "Accept-Encoding", header
         assert (headers.get("Content-Encoding") == "gzip") is gzipped, header
