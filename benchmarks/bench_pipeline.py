@@ -333,6 +333,7 @@ def main(argv=None) -> int:
           "(wait: queued -> started; run: started -> finished, from the job table)")
     e2e: dict[str, float] = {}
     stage_runs: dict[str, list[float]] = {s: [] for s in STAGE_ORDER}
+    cal_images: list[tuple[float, dict]] = []   # a calibrator group's image: a bright source, deconvolved deeper
     for idx, gid in enumerate(order):
         g = groups[gid]
         kind = "cal" if g["is_calibrator"] else "target"
@@ -346,7 +347,10 @@ def main(argv=None) -> int:
             run = (f - s).total_seconds() if s and f else None
             wait = (s - c).total_seconds() if s and c else None
             if run is not None and j["state"] == "succeeded":
-                stage_runs[st].append(run)
+                if st == "image" and kind == "cal":
+                    cal_images.append((run, json.loads(j["outcome"] or "{}") or {}))
+                else:
+                    stage_runs[st].append(run)
             goal = STAGE_GOALS_S.get(st)
             gtxt = f"{goal:.0f}" if goal else ""
             note = "" if j["state"] == "succeeded" else f"  {j['state']}: {(j['error'] or '')[:80]}"
@@ -371,8 +375,14 @@ def main(argv=None) -> int:
         if v:
             goal = STAGE_GOALS_S.get(st)
             gtxt = f"goal <= {goal:.0f} s: {'met' if max(v) <= goal else 'NOT met'}" if goal else "no goal"
-            print(f"  {st:9s} run mean {statistics.mean(v):6.1f} s, max {max(v):6.1f} s "
+            label = "image (targets)" if st == "image" else st
+            print(f"  {label:9s} run mean {statistics.mean(v):6.1f} s, max {max(v):6.1f} s "
                   f"(x ref {max(v) / ref:.1f}); {gtxt}")
+        if st == "image":
+            for run, out in cal_images:
+                print(f"  image (calibrator group) {run:6.1f} s (x ref {run / ref:.1f}); the goal is the target image's: "
+                      f"peak {out.get('peak_jy') or float('nan'):.2f} Jy, {out.get('n_iter', '?')} components in "
+                      f"{out.get('n_major', '?')} major cycles ({out.get('stop_reason', '?')})")
     tg = [e2e[g] for g in order if not groups[g]["is_calibrator"] and g in e2e]
     n_tgt = sum(1 for g in order if not groups[g]["is_calibrator"])
     ok = False

@@ -7,6 +7,7 @@ writes need operator; restore, backup delete and token admin need admin.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 from typing import TYPE_CHECKING
 
@@ -22,12 +23,17 @@ ANONYMOUS = Principal("anonymous", "viewer", None, "anonymous")
 PUBLIC = Principal("anonymous", "public", None, "anonymous")
 
 
-def _is_loopback(request: web.Request) -> bool:
-    peer = request.remote or ""
+@functools.lru_cache(maxsize=1024)
+def _address_is_loopback(peer: str) -> bool:
+    """Cached: a poll's peer address is parsed once, not on every request."""
     try:
         return ipaddress.ip_address(peer).is_loopback
     except ValueError:
         return False
+
+
+def _is_loopback(request: web.Request) -> bool:
+    return _address_is_loopback(request.remote or "")
 
 
 SESSION_COOKIE = "contimg_session"

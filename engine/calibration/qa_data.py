@@ -191,10 +191,10 @@ def corrected_checks(vis: np.ndarray, flags: np.ndarray, model, result, ant1: np
     present = np.unique(np.concatenate([a1[cross], a2[cross]]))
     tri = _triangles(present, np.random.default_rng(seed))
     if tri.size:
-        index = {(int(p), int(q)): i for i, (p, q) in enumerate(zip(a1[cross], a2[cross]))}
-        ij = np.array([index.get((p, q), -1) for p, q, _ in tri])
-        jk = np.array([index.get((q, r), -1) for _, q, r in tri])
-        ik = np.array([index.get((p, r), -1) for p, _, r in tri])
+        nant = int(max(a1.max(), a2.max())) + 1
+        index = np.full((nant, nant), -1, np.int64)                      # (p, q) -> cross-baseline position
+        index[a1[cross], a2[cross]] = np.arange(cross.size)
+        ij, jk, ik = index[tri[:, 0], tri[:, 1]], index[tri[:, 1], tri[:, 2]], index[tri[:, 0], tri[:, 2]]
         have = (ij >= 0) & (jk >= 0) & (ik >= 0)
         ij, jk, ik = ij[have], jk[have], ik[have]
         if ij.size:
