@@ -11,6 +11,8 @@ import pytest
 from conftest import make_settings
 from engine_helpers import FAST, group_states, run_until, seed_groups
 
+pytestmark = pytest.mark.both_backends  # the REST job queue over a running engine, on SQLite and PostgreSQL
+
 
 @pytest.fixture
 async def jobs_rt(tmp_path: Path):  # type: ignore[no-untyped-def]

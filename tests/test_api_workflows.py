@@ -16,6 +16,7 @@ from engine.processing.stats import task_name
 from engine.workflows import WorkflowError, check_dag
 
 CONVERT = task_name("convert")
+pytestmark = pytest.mark.both_backends  # workflow tasks spawn jobs through the queue: on SQLite and PostgreSQL
 
 
 async def start(tmp_path: Any, registry: str) -> Any:

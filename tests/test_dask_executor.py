@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 distributed = pytest.importorskip("distributed")
 
+from conftest import database_of  # noqa: E402
 from engine.db import Database  # noqa: E402
 from engine.db import models as m  # noqa: E402
 from engine.processing import states  # noqa: E402
@@ -30,12 +31,10 @@ async def cluster(monkeypatch):  # type: ignore[no-untyped-def]
 
 
 def _db(settings) -> Database:  # type: ignore[no-untyped-def]
-    settings.ensure_dirs()
-    db = Database(settings.db_path)
-    db.upgrade()
-    return db
+    return database_of(settings)
 
 
+@pytest.mark.both_backends  # on PostgreSQL this is the several-hosts set-up: workers write job logs to the server
 async def test_groups_complete_on_dask_and_a_killed_worker_loses_nothing(tmp_path, cluster) -> None:  # type: ignore[no-untyped-def]
     settings = fast_settings(tmp_path, executor="dask", dask_scheduler=cluster.scheduler_address)
     db = _db(settings)
@@ -52,7 +51,9 @@ async def test_groups_complete_on_dask_and_a_killed_worker_loses_nothing(tmp_pat
         await engine.stop()
     with db.session() as s:
         jobs = list(s.scalars(select(m.Job)))
+        logged = {(r.job_id, r.level) for r in s.scalars(select(m.JobLog))}
     assert len(jobs) == 8 and all(j.state == "succeeded" for j in jobs)  # one job per stage and group
+    assert all((j.id, "WORKER") in logged and (j.id, "INFO") in logged for j in jobs)  # written by the dask workers
     assert sorted(j.group_id for j in jobs) == sorted(ids * 2)
     for gid in ids:
         for stage in ("convert", "calibrate"):
