@@ -375,6 +375,9 @@ def main(argv=None) -> int:
         if v:
             goal = STAGE_GOALS_S.get(st)
             gtxt = f"goal <= {goal:.0f} s: {'met' if max(v) <= goal else 'NOT met'}" if goal else "no goal"
+            if st == "calibrate":
+                gtxt += (" (the goal is the apply's; the stage also RFI-flags the target, "
+                         "calibration.flag_targets: bench_calibration prints the apply alone)")
             label = "image (targets)" if st == "image" else st
             print(f"  {label:9s} run mean {statistics.mean(v):6.1f} s, max {max(v):6.1f} s "
                   f"(x ref {max(v) / ref:.1f}); {gtxt}")

@@ -179,6 +179,9 @@ class CalibrationSettings(_Section):
     catalogue_files: list[Path] = Field(default_factory=list)
     # calibrator flux monitoring: a measured/catalogue ratio further than this from 1 raises an alert
     flux_alert_fraction: float = Field(0.2, gt=0, le=10)
+    # target groups are RFI-flagged (as calibrators are inside the solve) before the apply;
+    # off: the apply alone (about 2 s instead of 5 s of a 309 s group at full size)
+    flag_targets: bool = True
     qa_min_snr: float = Field(10.0, ge=0)
     qa_max_flagged_fraction: float = Field(0.3, ge=0, le=1)
     qa_min_antenna_fraction: float = Field(0.8, ge=0, le=1)

@@ -266,3 +266,27 @@ def test_solve_ms_apply_from_memory_matches_two_steps(case, tmp_path):
     with tables.table(a, ack=False) as ta, tables.table(b, ack=False) as tb:
         np.testing.assert_allclose(tb.getcol("CORRECTED_DATA"), ta.getcol("CORRECTED_DATA"), rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(tb.getcol("FLAG"), ta.getcol("FLAG"))
+
+
+def test_target_groups_are_rfi_flagged_in_the_same_read_as_the_apply(tmp_path):
+    """A target group's calibrate stage flags RFI (as the solve does for calibrators), keeps
+    the autocorrelations' flags and applies from memory: FLAG = RFI | flagged solutions."""
+    from engine.calibration.synthetic import inject_rfi
+    from engine.calibration.target import flag_and_apply
+
+    cal = synthesize(nant=10, nchan=96, ntime=12, sigma=0.5, seed=42)
+    cal_ms = write_ms(str(tmp_path / "cal.ms"), cal)
+    sol = solve_ms(cal_ms, cal.calibrator, tmp_path / "tables", qa_thresholds={"min_antennas": 8})
+    tgt = synthesize(nant=10, nchan=96, ntime=12, sigma=2.3, seed=43)
+    mask, _ = inject_rfi(tgt.vis, tgt.ant1, tgt.ant2, np.random.default_rng(6), 2.3, n_channels=3, n_bursts=1,
+                         amp_range_sigma=(20.0, 50.0))
+    ms = write_ms(str(tmp_path / "tgt.ms"), tgt)
+    out = flag_and_apply(ms, sol["bandpass_table"], sol["gain_table"])
+    with tables.table(ms, ack=False) as t:
+        fl = t.getcol("FLAG").reshape(tgt.vis.shape)
+        assert "CORRECTED_DATA" in t.colnames()
+    cross = tgt.ant1 != tgt.ant2
+    assert fl[:, cross][mask[:, cross]].mean() > 0.99
+    assert fl[:, cross][~mask[:, cross]].mean() < 0.01
+    assert not fl[:, ~cross].any()
+    assert out["rows"] == tgt.vis.shape[0] * tgt.vis.shape[1] and 0 < out["rfi_flagged_fraction"] < 0.2

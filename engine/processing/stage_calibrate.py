@@ -182,7 +182,8 @@ def prepare_calibrate(s: Any, group: m.ObservationGroup, settings: Any) -> dict[
     decision = registry(settings).find_best_calibration(s, mid_mjd(group), group.dec_deg, group_id=group.id)
     if decision.action != "use":  # the gate just said yes in this same transaction
         raise PermanentStageError(f"calibration choice changed: {decision.reason}")
-    return {"ms": _ms(s, group).path, "target_mjd": mid_mjd(group), "decision": decision.as_dict()}
+    return {"ms": _ms(s, group).path, "target_mjd": mid_mjd(group), "decision": decision.as_dict(),
+            "flag_rfi": settings.calibration.flag_targets}
 
 
 def _mean_gain(g: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -201,6 +202,7 @@ def run_calibrate(params: dict[str, Any]) -> dict[str, Any]:
     from engine.calibration.caltable import read_caltable
     from engine.calibration.flagstore import pristine_flags
     from engine.calibration.interpolate import interpolate_solutions
+    from engine.calibration.target import flag_and_apply
 
     log = logging.getLogger("contimg.stage.calibrate")
     decision = params["decision"]
@@ -226,9 +228,14 @@ def run_calibrate(params: dict[str, Any]) -> dict[str, Any]:
     gtab = replace(g0, cparam=np.asarray(G)[None].astype(np.complex64), flags=np.asarray(Gf)[None],
                    times=np.array([t_target]), intervals=np.array([0.0]), snr=g0.snr[:1], paramerr=g0.paramerr[:1])
     log.info("flags: %s the converted flags", pristine_flags(params["ms"]))  # a rerun starts where the first did
-    applied = apply_calibration(params["ms"], btab, gtab)
+    if params.get("flag_rfi", True):
+        applied = flag_and_apply(params["ms"], btab, gtab)
+        log.info("RFI: %.2f%% of the cross-correlation samples flagged", 100 * applied["rfi_flagged_fraction"])
+    else:
+        applied = apply_calibration(params["ms"], btab, gtab)
     log.info("applied to %d rows (%d samples newly flagged)", applied["rows"], applied["newly_flagged"])
     return {"rows": applied["rows"], "newly_flagged": applied["newly_flagged"], "mode": decision["mode"],
+            "rfi_flagged_fraction": applied.get("rfi_flagged_fraction"),
             "sets": [u["name"] for u in sets], "reason": decision["reason"], "warning": decision["warning"]}
 
 
