@@ -43,7 +43,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     log.info("converting %d subband files into %s", len(params["files"]), params["out"])
     # DATA only: CORRECTED_DATA is written by calibration (so its presence means "calibrated"
     # and an uncalibrated image says so), MODEL_DATA by whatever predicts a model (WSClean adds
-    # it itself). Writing them here cost 2.7 GB of writes per full-size group (11 s vs 4 s).
+    # it itself). Writing them here cost 2.7 GB of writes per full-size group.
     result = convert_group(params["files"], params["out"], convention=params["convention"],
                            min_subbands=params["min_subbands"], overwrite=True, imaging_columns=False)
     log.info("wrote %s: %d rows, %d channels, %d antennas, flagged %.1f%%", result.ms_path, result.rows,
