@@ -61,7 +61,9 @@ class PgServer:
             import psycopg  # noqa: F401
         except ImportError:
             raise Unavailable("psycopg is not installed: pip install 'psycopg[binary]'") from None
-        self.root = Path(tempfile.mkdtemp(prefix="contimg-pg-"))
+        # as root the server runs as postgres, which must reach its dir: /tmp is open to all (TMPDIR may not be)
+        base = "/tmp" if os.geteuid() == 0 and os.path.isdir("/tmp") else None
+        self.root = Path(tempfile.mkdtemp(prefix="contimg-pg-", dir=base))
         self.data = self.root / "data"
         self.port = _free_port()
         self._prefix: list[str] = []
