@@ -526,7 +526,8 @@ def create_trigger(db: Database, data: dict[str, Any], user: str | None) -> dict
         with db.session() as s:
             # Take the write lock first (no-op UPDATE) so concurrent retries of one POST see each other
             # (on PostgreSQL, where that takes no lock, an advisory one).
-            writers_lock(s, "create_trigger")
+            if s.get_bind().dialect.name == "postgresql":
+                writers_lock(s, "create_trigger")
             s.execute(update(m.PipelineTrigger).where(m.PipelineTrigger.id == "")
                       .values(updated_at=m.PipelineTrigger.updated_at))
             existing = s.scalar(select(m.PipelineTrigger.id).where(

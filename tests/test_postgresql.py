@@ -6,6 +6,7 @@ unreachable database, and the SQLite-file features that refuse a PostgreSQL data
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import threading
 from datetime import UTC, datetime
@@ -168,3 +169,47 @@ def test_sqlite_file_features_refuse_a_postgresql_database_and_say_what_to_use(t
     proc = subprocess.run(contimg_cmd("--data-dir", str(settings.data_dir), "backup", "restore", "b1", "--yes"),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "pg_restore" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.both_backends
+async def test_two_engines_on_one_job_table_run_every_stage_once(tmp_path, backend: str) -> None:  # type: ignore[no-untyped-def]
+    """Two engines, each with its own connection pool and process pool, as two hosts would be: every group
+    completes, every job runs once (no duplicate from two reconcile passes, no double claim), both engines
+    take work, and each group's audit trail is contiguous."""
+    from conftest import database_of
+    from engine.processing import states
+    from engine_helpers import fast_settings, group_states, make_engine, run_until, seed_groups
+    from stagefuncs import product_ok, registry_of
+
+    settings = fast_settings(tmp_path, workers=2, recover_interval_s=0.2)
+    db_a, db_b = database_of(settings), Database.from_settings(settings)
+    assert db_a.dialect == db_b.dialect == backend
+    ids = seed_groups(db_a, 8, calibrators=1)
+    a, _ = make_engine(settings, db_a, registry_of("ok_stage", delay=0.2))
+    b, _ = make_engine(settings, db_b, registry_of("ok_stage", delay=0.2))
+    assert a.worker_id != b.worker_id
+    # started together: both reconcile passes look at the same 8 pending groups without a job at once
+    await asyncio.gather(a.start(), b.start())
+    try:
+        await run_until(db_a, lambda: set(group_states(db_a).values()) == {states.COMPLETE}, timeout=120)
+    finally:
+        await a.stop()
+        await b.stop()
+    with db_a.session() as s:
+        jobs = list(s.scalars(select(m.Job)))
+        by_group = {gid: [t for t in s.scalars(select(m.StateTransition).where(m.StateTransition.group_id == gid)
+                                                .order_by(m.StateTransition.id))] for gid in ids}
+    assert len(jobs) == 8 * 4 and {j.state for j in jobs} == {"succeeded"} and {j.attempts for j in jobs} == {1}
+    assert sorted((j.group_id, j.type) for j in jobs) == sorted({(j.group_id, j.type) for j in jobs})
+    workers = {t.worker for trail in by_group.values() for t in trail}
+    assert workers == {a.worker_id, b.worker_id}  # both took work
+    for gid, trail in by_group.items():
+        prev = states.PENDING
+        for t in trail:
+            assert t.from_state == prev, (gid, [(x.from_state, x.to_state) for x in trail])
+            prev = t.to_state
+        assert prev == states.COMPLETE
+        for stage in ("convert", "calibrate", "image", "measure"):
+            assert product_ok(settings.data_dir / "products" / f"{gid}.{stage}")
+    db_a.dispose()
+    db_b.dispose()

@@ -71,12 +71,16 @@ def is_url(value: str | Path) -> bool:
 def writers_lock(session: Session, name: str) -> None:
     """Serialise one kind of read-then-write transaction across processes and hosts.
 
-    SQLite has one writer at a time, so a transaction that reads, decides and writes
-    cannot interleave with another's write; PostgreSQL under READ COMMITTED can. There a
-    transaction-scoped advisory lock named ``name`` makes the read wait for the other
-    holder's commit (released at commit or rollback). A no-op on SQLite."""
+    Two engines that read "no job for this group yet" at once would both queue one. On
+    PostgreSQL a transaction-scoped advisory lock named ``name`` makes the second read
+    wait for the first's commit. On SQLite a no-op UPDATE takes the database's write lock
+    before the reads (Python's sqlite3 opens the transaction only at the first write, so
+    without it the reads see no snapshot and two writers interleave). Both are released
+    at commit or rollback."""
     if session.get_bind().dialect.name == POSTGRESQL:
         session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"contimg:{name}"})
+    else:
+        session.execute(text("UPDATE listing_versions SET version = version WHERE kind = ''"))
 
 
 class Database:
