@@ -99,7 +99,9 @@ class PgServer:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
                   "-E", "UTF8", "--locale=C", "--no-sync")
         opts = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-c unix_socket_directories={self.root}",
-                "-c max_connections=200", "-c shared_buffers=128MB"]
+                "-c max_connections=200", "-c shared_buffers=128MB",
+                # the telescope's own zone, not UTC: a timestamp converted by the session's zone anywhere shows
+                "-c timezone=America/Los_Angeles"]
         if not self.durable:
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
