@@ -27,28 +27,27 @@ def _name(kind: str, table: str, op: str) -> str:
 PG_FUNCTION = "listing_version_bump"
 
 
+def _triggers():
+    """(kind, table, op, event) of every listing trigger: the one walk both dialects share."""
+    for kind, watched in LISTING_TRIGGERS.items():
+        for table, columns in watched:
+            for op in ("INSERT", "DELETE", "UPDATE"):
+                yield kind, table, op, (f"UPDATE OF {', '.join(columns)}" if op == "UPDATE" and columns else op)
+
+
 def create_statements(dialect: str = "sqlite") -> list[str]:
     if dialect == "postgresql":
         return _pg_create_statements()
-    out = []
-    for kind, watched in LISTING_TRIGGERS.items():
-        bump = f"UPDATE listing_versions SET version = version + 1 WHERE kind = '{kind}';"
-        for table, columns in watched:
-            for op in ("INSERT", "DELETE", "UPDATE"):
-                event = f"UPDATE OF {', '.join(columns)}" if op == "UPDATE" and columns else op
-                out.append(f"CREATE TRIGGER {_name(kind, table, op)} AFTER {event} ON {table} "
-                           f"BEGIN {bump} END")
-    return out
+    return [f"CREATE TRIGGER {_name(kind, table, op)} AFTER {event} ON {table} "
+            f"BEGIN UPDATE listing_versions SET version = version + 1 WHERE kind = '{kind}'; END"
+            for kind, table, op, event in _triggers()]
 
 
 def drop_statements(dialect: str = "sqlite") -> list[str]:
     if dialect == "postgresql":
         return [f"DROP TRIGGER IF EXISTS {_name(kind, table, op)} ON {table}"
-                for kind, watched in LISTING_TRIGGERS.items() for table, _ in watched
-                for op in ("INSERT", "DELETE", "UPDATE")] + [f"DROP FUNCTION IF EXISTS {PG_FUNCTION}()"]
-    return [f"DROP TRIGGER IF EXISTS {_name(kind, table, op)}"
-            for kind, watched in LISTING_TRIGGERS.items() for table, _ in watched
-            for op in ("INSERT", "DELETE", "UPDATE")]
+                for kind, table, op, _ in _triggers()] + [f"DROP FUNCTION IF EXISTS {PG_FUNCTION}()"]
+    return [f"DROP TRIGGER IF EXISTS {_name(kind, table, op)}" for kind, table, op, _ in _triggers()]
 
 
 def _pg_create_statements() -> list[str]:
@@ -58,10 +57,6 @@ BEGIN
     RETURN NULL;
 END
 $$"""]
-    for kind, watched in LISTING_TRIGGERS.items():
-        for table, columns in watched:
-            for op in ("INSERT", "DELETE", "UPDATE"):
-                event = f"UPDATE OF {', '.join(columns)}" if op == "UPDATE" and columns else op
-                out.append(f"CREATE TRIGGER {_name(kind, table, op)} AFTER {event} ON {table} "
-                           f"FOR EACH ROW EXECUTE FUNCTION {PG_FUNCTION}('{kind}')")
+    out += [f"CREATE TRIGGER {_name(kind, table, op)} AFTER {event} ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {PG_FUNCTION}('{kind}')" for kind, table, op, event in _triggers()]
     return out
